@@ -1,0 +1,2 @@
+// placeholder until parser lands
+#include "controller/manifest_parser.h"

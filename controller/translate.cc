@@ -1,0 +1,2 @@
+// placeholder until translate lands
+#include "controller/translate.h"

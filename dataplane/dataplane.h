@@ -1,0 +1,53 @@
+// The interface the controller programs: a dataplane receives table diffs and
+// reports counters. Implementations: XdpDataplane (bpf), UringProxy (io_uring
+// userspace relay), FakeDataplane (tests). Dataplanes never see Kubernetes
+// objects, only controller::ServiceRule.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "controller/diff.h"
+#include "controller/service_table.h"
+
+namespace kpx::dataplane {
+
+struct BackendStats {
+  Ipv4 ip;
+  uint16_t port = 0;
+  uint64_t active = 0;           // connections open now
+  uint64_t total = 0;            // connections completed or open
+  uint64_t failed_connects = 0;  // refused / timed out / unreachable
+  uint64_t bytes_to_backend = 0;
+  uint64_t bytes_to_client = 0;
+};
+
+struct FrontendStats {
+  controller::FrontendKey frontend;
+  uint64_t active = 0;
+  uint64_t total = 0;
+  uint64_t rejected = 0;  // no usable backend: connection reset at once
+  std::vector<BackendStats> backends;
+};
+
+struct DataplaneStats {
+  std::vector<FrontendStats> frontends;
+};
+
+class Dataplane {
+ public:
+  virtual ~Dataplane() = default;
+  virtual std::string_view Name() const = 0;
+
+  // Applies one diff. Must be idempotent per operation (an upsert of a known
+  // frontend replaces its rule; removing an unknown frontend is a no-op), so
+  // that after an error the reconciler can simply re-send.
+  virtual absl::Status Apply(const controller::TableDiff& diff) = 0;
+
+  virtual DataplaneStats Stats() const = 0;
+};
+
+}  // namespace kpx::dataplane
