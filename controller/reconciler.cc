@@ -1,0 +1,144 @@
+// Incremental reconciliation: affected Services -> their frontends -> a diff.
+#include "controller/reconciler.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "controller/translate.h"
+#include "glog/logging.h"
+
+namespace kpx::controller {
+
+Reconciler::Reconciler(NodeInfo node, dataplane::Dataplane* dataplane)
+    : node_(std::move(node)), dataplane_(dataplane) {}
+
+absl::Status Reconciler::Update(const std::string& source, ObjectSet objects) {
+  return Sync(store_.Replace(source, std::move(objects)));
+}
+
+absl::Status Reconciler::RemoveSource(const std::string& source) {
+  return Sync(store_.Remove(source));
+}
+
+absl::Status Reconciler::SetBackendHealth(BackendAddr backend, bool healthy) {
+  bool changed = healthy ? unhealthy_.erase(backend) > 0 : unhealthy_.insert(backend).second;
+  if (!changed) return absl::OkStatus();
+  ObjectStore::ServiceSet services;
+  if (auto it = services_by_backend_.find(backend); it != services_by_backend_.end()) {
+    services.insert(it->second.begin(), it->second.end());
+  }
+  return Sync(services);
+}
+
+void Reconciler::ApplyHealth(ServiceRule* rule) const {
+  if (unhealthy_.empty()) return;
+  for (Backend& b : rule->backends) b.healthy = !unhealthy_.contains(BackendAddr{b.ip, b.port});
+}
+
+void Reconciler::RetranslateService(const NamespacedName& service,
+                                    absl::btree_set<FrontendKey>* touched) {
+  // Withdraw the service's previous rules and backend index entries.
+  if (auto old = rules_by_service_.find(service); old != rules_by_service_.end()) {
+    for (const ServiceRule& rule : old->second) {
+      touched->insert(rule.frontend);
+      auto claim = claims_.find(rule.frontend);
+      if (claim != claims_.end()) {
+        claim->second.erase(service);
+        if (claim->second.empty()) claims_.erase(claim);
+      }
+      for (const Backend& b : rule.backends) {
+        auto idx = services_by_backend_.find(BackendAddr{b.ip, b.port});
+        if (idx == services_by_backend_.end()) continue;
+        idx->second.erase(service);
+        if (idx->second.empty()) services_by_backend_.erase(idx);
+      }
+    }
+    rules_by_service_.erase(old);
+  }
+
+  auto svc = store_.state().services.find(service);
+  if (svc == store_.state().services.end() || ShouldSkip(svc->second) != SkipReason::kNone) return;
+  std::vector<ServiceRule> rules =
+      TranslateService(svc->second, store_.EndpointsFor(service), node_, &warnings_);
+  for (ServiceRule& rule : rules) {
+    ApplyHealth(&rule);
+    touched->insert(rule.frontend);
+    claims_[rule.frontend].insert(service);
+    for (const Backend& b : rule.backends) {
+      services_by_backend_[BackendAddr{b.ip, b.port}].insert(service);
+    }
+  }
+  if (!rules.empty()) rules_by_service_[service] = std::move(rules);
+}
+
+absl::Status Reconciler::Sync(const ObjectStore::ServiceSet& services) {
+  absl::Time start = absl::Now();
+  for (auto& w : store_.TakeWarnings()) warnings_.push_back(std::move(w));
+  absl::btree_set<FrontendKey> touched;
+  for (const NamespacedName& service : services) RetranslateService(service, &touched);
+
+  // Resolve each touched frontend to its owner's rule and diff against applied.
+  TableDiff diff;
+  for (const FrontendKey& key : touched) {
+    const ServiceRule* winner = nullptr;
+    if (auto claim = claims_.find(key); claim != claims_.end()) {
+      const NamespacedName& owner = *claim->second.begin();
+      for (const ServiceRule& rule : rules_by_service_.at(owner)) {
+        if (rule.frontend == key) winner = &rule;
+      }
+      if (claim->second.size() > 1) {
+        warnings_.push_back(absl::StrCat("frontend ", key.String(), " is claimed by ",
+                                         claim->second.size(), " Services; ", owner.String(),
+                                         " keeps it"));
+      }
+    }
+    if (winner == nullptr) {
+      desired_.erase(key);
+    } else {
+      desired_[key] = *winner;
+    }
+  }
+  if (dirty_all_) return Resync();
+  for (const FrontendKey& key : touched) {
+    auto d = desired_.find(key);
+    auto a = applied_.find(key);
+    if (d == desired_.end()) {
+      if (a != applied_.end()) diff.removals.push_back(key);
+    } else if (a == applied_.end() || !(a->second == d->second)) {
+      diff.upserts.push_back(d->second);
+    }
+  }
+  return Program(std::move(diff), start);
+}
+
+absl::Status Reconciler::Resync() {
+  return Program(Diff(desired_, applied_), absl::Now());
+}
+
+absl::Status Reconciler::Program(TableDiff diff, absl::Time start) {
+  stats_.frontends = desired_.size();
+  stats_.services = rules_by_service_.size();
+  if (diff.empty()) {
+    dirty_all_ = false;
+    return absl::OkStatus();
+  }
+  absl::Status status = dataplane_->Apply(diff);
+  stats_.last_sync_duration = absl::Now() - start;
+  stats_.last_sync_time = absl::Now();
+  if (!status.ok()) {
+    ++stats_.sync_errors;
+    dirty_all_ = true;
+    return status;
+  }
+  ++stats_.syncs;
+  stats_.endpoint_changes += diff.size();
+  ApplyDiff(diff, &applied_);
+  dirty_all_ = false;
+  VLOG(1) << "programmed " << diff.upserts.size() << " upserts, " << diff.removals.size()
+          << " removals in " << absl::FormatDuration(stats_.last_sync_duration);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Reconciler::TakeWarnings() { return std::exchange(warnings_, {}); }
+
+}  // namespace kpx::controller

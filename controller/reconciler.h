@@ -1,0 +1,95 @@
+// Reconciler: owns the object store, the desired table and the "applied"
+// table, and programs a Dataplane with diffs. A change re-translates only the
+// Services it can affect and diffs only their frontends, so one endpoint change
+// is O(1) dataplane work (kube-proxy's iptables mode rewrites the world).
+// Not thread-safe: one reconcile thread owns it (see DESIGN.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "controller/diff.h"
+#include "controller/object_store.h"
+#include "controller/service_table.h"
+#include "dataplane/dataplane.h"
+
+namespace kpx::controller {
+
+struct ReconcilerStats {
+  uint64_t syncs = 0;              // Apply calls that succeeded
+  uint64_t sync_errors = 0;        // Apply calls that failed (retried by Resync)
+  uint64_t endpoint_changes = 0;   // upserts + removals sent
+  absl::Duration last_sync_duration;  // translate + diff + Apply of the last sync
+  absl::Time last_sync_time;
+  size_t frontends = 0;
+  size_t services = 0;
+};
+
+// A backend address as the health overlay names it.
+struct BackendAddr {
+  Ipv4 ip;
+  uint16_t port = 0;
+  friend bool operator==(const BackendAddr&, const BackendAddr&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const BackendAddr& b) {
+    return H::combine(std::move(h), b.ip, b.port);
+  }
+};
+
+class Reconciler {
+ public:
+  Reconciler(NodeInfo node, dataplane::Dataplane* dataplane);
+
+  // Replaces a source's objects (a manifest file, an API list) and programs
+  // the dataplane. On a dataplane error the desired state is kept and the
+  // error returned; call Resync() to retry.
+  absl::Status Update(const std::string& source, ObjectSet objects);
+  absl::Status RemoveSource(const std::string& source);
+
+  // Health overlay: marks a backend down/up everywhere it is used. The rule
+  // keeps the backend (healthy=false) so dataplanes can bring it back cheaply.
+  absl::Status SetBackendHealth(BackendAddr backend, bool healthy);
+
+  // Sends Diff(desired, applied) in full: after an Apply error, or to check.
+  absl::Status Resync();
+
+  const ServiceTable& desired() const { return desired_; }
+  const ServiceTable& applied() const { return applied_; }
+  const ObjectStore& store() const { return store_; }
+  const ReconcilerStats& stats() const { return stats_; }
+  bool in_sync() const { return !dirty_all_; }
+  std::vector<std::string> TakeWarnings();
+
+ private:
+  // Re-translates `services`, updates desired_, and programs the frontends
+  // that changed.
+  absl::Status Sync(const ObjectStore::ServiceSet& services);
+  void RetranslateService(const NamespacedName& service,
+                          absl::btree_set<FrontendKey>* touched);
+  void ApplyHealth(ServiceRule* rule) const;
+  absl::Status Program(TableDiff diff, absl::Time start);
+
+  NodeInfo node_;
+  dataplane::Dataplane* dataplane_;
+  ObjectStore store_;
+  // The rules each Service produced (before conflict resolution).
+  absl::flat_hash_map<NamespacedName, std::vector<ServiceRule>> rules_by_service_;
+  // Every Service claiming a frontend; the first (sorted) one owns it.
+  absl::flat_hash_map<FrontendKey, absl::btree_set<NamespacedName>> claims_;
+  absl::flat_hash_set<BackendAddr> unhealthy_;
+  // Backend -> Services using it, for the health overlay.
+  absl::flat_hash_map<BackendAddr, absl::btree_set<NamespacedName>> services_by_backend_;
+  ServiceTable desired_;
+  ServiceTable applied_;
+  bool dirty_all_ = false;  // an Apply failed: applied_ may lag desired_
+  ReconcilerStats stats_;
+  std::vector<std::string> warnings_;
+};
+
+}  // namespace kpx::controller

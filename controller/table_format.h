@@ -1,0 +1,23 @@
+// Printing a ServiceTable for people and programs: the JSON shape of
+// `kpxctl render -o json` (also served by the admin API) and a kubectl-style
+// table.
+#pragma once
+
+#include <string>
+
+#include "controller/translate.h"
+#include "nlohmann/json_fwd.hpp"
+
+namespace kpx::controller {
+
+// {"services": [{"service", "frontend": {type, ip, port, protocol},
+//   "affinity_timeout_s", "local_only", "supported", "backends": [...]}],
+//  "skipped": [{"service", "reason"}]}
+// Entries are ordered by service, port name, frontend type, then address.
+nlohmann::json TableToJson(const TranslateResult& result);
+nlohmann::json RuleToJson(const ServiceRule& rule);
+
+// One row per frontend: SERVICE TYPE FRONTEND POLICY AFFINITY BACKENDS.
+std::string TableToText(const TranslateResult& result);
+
+}  // namespace kpx::controller
