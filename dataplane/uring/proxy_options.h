@@ -1,0 +1,40 @@
+// Options and the passive-health callback of the io_uring proxy (UringProxy).
+// Kept apart from uring_proxy.h so the worker can see them without the class.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+#include "controller/base/ipv4.h"
+#include "dataplane/uring/lb_algorithm.h"
+
+namespace kpx::uring {
+
+struct UringProxyOptions {
+  std::string bind_device = "kpx0";  // holds the VIP /32s; created if absent
+  bool manage_device = true;         // false: VIPs are already local (tests on loopback)
+  int workers = 0;                   // 0 = number of online CPUs
+  LbAlgorithm algorithm = LbAlgorithm::kRandom;
+  absl::Duration connect_timeout = absl::Seconds(1);
+  absl::Duration idle_timeout = absl::Hours(1);  // zero = none
+  int max_connections = 65536;  // per proxy; accepts beyond it are reset
+  uint64_t rng_seed = 0;        // 0 = seeded from the system
+  // Receive buffers per worker (a power of two) and their size. Each
+  // direction of a connection holds at most 4 of them while its peer is slow.
+  int buffers_per_worker = 1024;
+  int buffer_size = 32 * 1024;
+};
+
+// Passive health signals, called from worker threads on every backend connect
+// outcome: implementations must be cheap and thread-safe (e.g. bump an atomic
+// or push to a lock-free queue), never block.
+class ProxyEventSink {
+ public:
+  virtual ~ProxyEventSink() = default;
+  // `err` is a positive errno: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...
+  virtual void OnConnectFailed(Ipv4 ip, uint16_t port, int err) = 0;
+  virtual void OnConnectSucceeded(Ipv4 ip, uint16_t port) = 0;
+};
+
+}  // namespace kpx::uring

@@ -1,0 +1,320 @@
+// UringProxy: control side. Owns the frontend table, the VIP device and the
+// workers; turns each diff operation into listener sockets and per-worker
+// commands, and waits until every worker has taken them.
+#include "dataplane/uring/uring_proxy.h"
+
+#include <arpa/inet.h>
+#include <glog/logging.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "controller/base/status_macros.h"
+#include "dataplane/uring/worker.h"
+
+namespace kpx::uring {
+namespace {
+
+// How long Apply waits for a worker to take a command before reporting it.
+constexpr absl::Duration kWorkerCommandTimeout = absl::Seconds(5);
+
+absl::StatusOr<ino_t> CurrentNetnsInode() {
+  struct stat st;
+  if (stat("/proc/thread-self/ns/net", &st) != 0) {
+    return absl::UnavailableError(absl::StrCat("stat /proc/thread-self/ns/net: ",
+                                               std::strerror(errno)));
+  }
+  return st.st_ino;
+}
+
+void RaiseFileLimit() {
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+  rlim_t old = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    VLOG(1) << "RLIMIT_NOFILE raised from " << old << " to " << lim.rlim_max;
+  } else {
+    LOG(WARNING) << "could not raise RLIMIT_NOFILE to " << lim.rlim_max << ": "
+                 << std::strerror(errno);
+  }
+}
+
+// One SO_REUSEPORT listener for `key` (ip 0.0.0.0: every local address).
+absl::StatusOr<int> OpenListener(const controller::FrontendKey& key) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("socket for ", key.String(), ": ",
+                                                     std::strerror(errno)));
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(key.port);
+  addr.sin_addr.s_addr = key.ip.be();
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int err = errno;
+    close(fd);
+    return absl::UnavailableError(absl::StrCat(
+        "bind ", key.String(), ": ", std::strerror(err),
+        err == EADDRNOTAVAIL ? " (the VIP is not a local address: is the VIP device managed?)"
+        : err == EADDRINUSE  ? " (another process listens there)"
+                             : ""));
+  }
+  if (listen(fd, SOMAXCONN) != 0) {
+    int err = errno;
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("listen ", key.String(), ": ", std::strerror(err)));
+  }
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<UringProxy>> UringProxy::Create(UringProxyOptions options,
+                                                               ProxyEventSink* sink) {
+  const int buffers = options.buffers_per_worker;
+  if (buffers <= 0 || (buffers & (buffers - 1)) != 0 || buffers > 32768) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "buffers_per_worker must be a power of two in [1, 32768], got ", buffers));
+  }
+  if (options.buffer_size < 4096 || options.buffer_size > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("buffer_size must be in [4096, 1 MiB], got ", options.buffer_size));
+  }
+  if (options.connect_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("connect_timeout must be positive");
+  }
+  if (options.workers < 0 || options.max_connections <= 0) {
+    return absl::InvalidArgumentError("workers must be >= 0 and max_connections > 0");
+  }
+  RaiseFileLimit();
+
+  std::unique_ptr<UringProxy> proxy(new UringProxy());
+  KPX_ASSIGN_OR_RETURN(proxy->netns_ino_, CurrentNetnsInode());
+  if (options.manage_device) {
+    KPX_ASSIGN_OR_RETURN(proxy->device_, VipDevice::Open(options.bind_device));
+  }
+  int n = options.workers;
+  if (n == 0) n = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  proxy->ctx_ = std::make_unique<WorkerContext>();
+  proxy->ctx_->options = std::move(options);
+  proxy->ctx_->sink = sink;
+  proxy->ctx_->device = proxy->device_.get();
+  for (int i = 0; i < n; ++i) {
+    absl::StatusOr<std::unique_ptr<Worker>> w = Worker::Start(i, proxy->ctx_.get());
+    if (!w.ok()) {
+      proxy->Shutdown();
+      return absl::Status(w.status().code(), absl::StrCat("starting worker ", i, ": ",
+                                                          w.status().message()));
+    }
+    proxy->workers_.push_back(std::move(*w));
+  }
+  return proxy;
+}
+
+UringProxy::~UringProxy() { Shutdown(); }
+
+absl::Status UringProxy::CheckNetns() const {
+  KPX_ASSIGN_OR_RETURN(ino_t ino, CurrentNetnsInode());
+  if (ino != netns_ino_) {
+    return absl::FailedPreconditionError(
+        "UringProxy::Apply called from a thread in another network namespace than Create");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UringProxy::Apply(const controller::TableDiff& diff) {
+  KPX_RETURN_IF_ERROR(CheckNetns());
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return absl::FailedPreconditionError("UringProxy is shut down");
+  absl::Status first;
+  int failed = 0;
+  auto note = [&](absl::Status s) {
+    if (s.ok()) return;
+    if (failed++ == 0) first = std::move(s);
+  };
+  for (const controller::FrontendKey& key : diff.removals) note(RemoveLocked(key));
+  for (const controller::ServiceRule& rule : diff.upserts) note(UpsertLocked(rule));
+  if (failed > 1) {
+    return absl::Status(first.code(), absl::StrCat(first.message(), " (and ", failed - 1,
+                                                   " more failed operations)"));
+  }
+  return first;
+}
+
+absl::Status UringProxy::UpsertLocked(const controller::ServiceRule& rule) {
+  const controller::FrontendKey& key = rule.frontend;
+  const bool serve = rule.supported && key.protocol == controller::Protocol::kTCP;
+  auto it = frontends_.find(key);
+  if (!serve) {
+    // Not ours to serve (any more): behave as if it were removed.
+    return it == frontends_.end() ? absl::OkStatus() : RemoveLocked(key);
+  }
+  const LbAlgorithm algorithm = ctx_->options.algorithm;
+  if (it != frontends_.end()) {
+    Frontend& fe = it->second;
+    fe.config = BuildFrontendConfig(rule, algorithm, fe.shared, fe.config.get());
+    if (!fe.listening) return absl::OkStatus();
+    return OnAllWorkers("update " + key.String(), [&](int i) {
+      return [w = workers_[i].get(), config = fe.config] { w->UpdateFrontend(config); };
+    });
+  }
+  Frontend fe;
+  fe.shared = std::make_shared<FrontendShared>(key);
+  fe.config = BuildFrontendConfig(rule, algorithm, fe.shared, nullptr);
+  if (device_ != nullptr && !key.ip.IsUnspecified()) {
+    // The address first: a listener cannot bind a VIP that is not local yet.
+    KPX_RETURN_IF_ERROR(device_->Acquire(key.ip));
+    fe.holds_vip = true;
+  }
+  if (accepting_) {
+    absl::Status s = StartListeningLocked(fe);
+    if (!s.ok() && !fe.listening) {
+      ReleaseVipLocked(fe);
+      return s;
+    }
+    frontends_.emplace(key, std::move(fe));
+    return s;
+  }
+  frontends_.emplace(key, std::move(fe));
+  return absl::OkStatus();
+}
+
+absl::Status UringProxy::RemoveLocked(const controller::FrontendKey& key) {
+  auto it = frontends_.find(key);
+  if (it == frontends_.end()) return absl::OkStatus();
+  absl::Status s = StopListeningLocked(it->second);
+  ReleaseVipLocked(it->second);
+  frontends_.erase(it);
+  return s;
+}
+
+absl::Status UringProxy::StartListeningLocked(Frontend& fe) {
+  const controller::FrontendKey key = fe.shared->key;
+  std::vector<int> fds;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    absl::StatusOr<int> fd = OpenListener(key);
+    if (!fd.ok()) {
+      for (int open : fds) close(open);
+      return fd.status();
+    }
+    fds.push_back(*fd);
+  }
+  // From here on the workers own the sockets.
+  fe.listening = true;
+  return OnAllWorkers("listen " + key.String(), [&](int i) {
+    return [w = workers_[i].get(), config = fe.config, fd = fds[i]] { w->AddListener(config, fd); };
+  });
+}
+
+absl::Status UringProxy::StopListeningLocked(Frontend& fe) {
+  if (!fe.listening) return absl::OkStatus();
+  fe.listening = false;
+  return OnAllWorkers("close " + fe.shared->key.String(), [&](int i) {
+    return [w = workers_[i].get(), key = fe.shared->key] { w->RemoveListener(key); };
+  });
+}
+
+void UringProxy::ReleaseVipLocked(Frontend& fe) {
+  if (!fe.holds_vip) return;
+  fe.holds_vip = false;
+  // Connections accepted on the VIP keep it alive until they finish.
+  device_->Release(fe.shared->key.ip, [shared = fe.shared] {
+    return shared->active.load(std::memory_order_relaxed) > 0;
+  });
+}
+
+absl::Status UringProxy::OnAllWorkers(const std::string& what,
+                                      const std::function<std::function<void()>(int)>& make) {
+  std::vector<std::shared_ptr<absl::Notification>> done;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    auto d = std::make_shared<absl::Notification>();
+    workers_[i]->Post([fn = make(static_cast<int>(i)), d] {
+      fn();
+      d->Notify();
+    });
+    done.push_back(std::move(d));
+  }
+  const absl::Time deadline = absl::Now() + kWorkerCommandTimeout;
+  for (size_t i = 0; i < done.size(); ++i) {
+    if (!done[i]->WaitForNotificationWithDeadline(deadline)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          what, ": worker ", i, " did not respond within ", absl::FormatDuration(kWorkerCommandTimeout),
+          " (it will still apply the change when it does)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+dataplane::DataplaneStats UringProxy::Stats() const {
+  dataplane::DataplaneStats stats;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [key, fe] : frontends_) {
+    dataplane::FrontendStats f;
+    f.frontend = key;
+    f.active = fe.shared->active.load(std::memory_order_relaxed);
+    f.total = fe.shared->total.load(std::memory_order_relaxed);
+    f.rejected = fe.shared->rejected.load(std::memory_order_relaxed);
+    for (const auto& b : fe.config->backends) {
+      dataplane::BackendStats bs;
+      bs.ip = b->ip;
+      bs.port = b->port;
+      bs.active = b->active.load(std::memory_order_relaxed);
+      bs.total = b->total.load(std::memory_order_relaxed);
+      bs.failed_connects = b->failed_connects.load(std::memory_order_relaxed);
+      bs.bytes_to_backend = b->bytes_to_backend.load(std::memory_order_relaxed);
+      bs.bytes_to_client = b->bytes_to_client.load(std::memory_order_relaxed);
+      f.backends.push_back(bs);
+    }
+    stats.frontends.push_back(std::move(f));
+  }
+  return stats;
+}
+
+void UringProxy::StopAccepting() {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_ || !accepting_) return;
+  accepting_ = false;
+  for (auto& [key, fe] : frontends_) fe.listening = false;
+  absl::Status s = OnAllWorkers("stop accepting", [&](int i) {
+    return [w = workers_[i].get()] { w->RemoveAllListeners(); };
+  });
+  if (!s.ok()) LOG(WARNING) << s;
+}
+
+int64_t UringProxy::open_connections() const {
+  return ctx_ == nullptr ? 0 : ctx_->connections.load(std::memory_order_relaxed);
+}
+
+bool UringProxy::WaitIdle(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  // Bounded poll: connections close on worker threads that should not pay
+  // for waking a waiter; 2ms granularity is plenty for a drain.
+  while (open_connections() > 0) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
+void UringProxy::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  for (auto& w : workers_) w->Stop();
+  frontends_.clear();
+  if (device_ != nullptr) device_->Close();
+}
+
+}  // namespace kpx::uring

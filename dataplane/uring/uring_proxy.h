@@ -1,0 +1,89 @@
+// UringProxy: kpx's userspace TCP dataplane. Each frontend VIP:port is bound
+// (the VIP as a /32 on kpx0) by one SO_REUSEPORT listener per worker; each
+// worker runs its own io_uring loop that accepts, picks a backend, connects
+// with a timeout and retries, and relays bytes both ways with half-close and
+// reset propagation. See worker.h for the relay, backend_picker.h for choice.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/btree_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/uring/backend_picker.h"
+#include "dataplane/uring/lb_algorithm.h"
+#include "dataplane/uring/proxy_options.h"
+#include "dataplane/uring/vip_device.h"
+
+namespace kpx::uring {
+
+class Worker;
+struct WorkerContext;
+
+class UringProxy final : public dataplane::Dataplane {
+ public:
+  // Raises RLIMIT_NOFILE to its hard limit, opens (or creates) the VIP device
+  // when options.manage_device, starts the workers. Sockets and the device
+  // live in the network namespace of the calling thread; Apply must be called
+  // from a thread in that same namespace.
+  static absl::StatusOr<std::unique_ptr<UringProxy>> Create(UringProxyOptions options,
+                                                            ProxyEventSink* sink = nullptr);
+  ~UringProxy() override;  // Shutdown()
+
+  std::string_view Name() const override { return "uring"; }
+  // Thread-safe and idempotent per operation. Returns once every worker runs
+  // the new rules: a connection accepted after it returns sees them.
+  // Frontends with supported=false or a protocol other than TCP are ignored.
+  absl::Status Apply(const controller::TableDiff& diff) override;
+  dataplane::DataplaneStats Stats() const override;
+
+  // SIGTERM step 1: close every listener (new connections are refused);
+  // established ones carry on. Later Applies update rules but open nothing.
+  void StopAccepting();
+  // True once no client connection is open (false on timeout).
+  bool WaitIdle(absl::Duration timeout);
+  // Stops the workers (open connections are reset), removes the VIPs (and the
+  // device if this proxy created it). Idempotent; the destructor calls it.
+  void Shutdown();
+
+  int workers() const { return static_cast<int>(workers_.size()); }
+  // Client connections open now, all frontends.
+  int64_t open_connections() const;
+
+ private:
+  struct Frontend {
+    std::shared_ptr<FrontendShared> shared;
+    std::shared_ptr<const FrontendConfig> config;
+    bool listening = false;
+    bool holds_vip = false;
+  };
+
+  UringProxy() = default;
+  absl::Status CheckNetns() const;
+  absl::Status UpsertLocked(const controller::ServiceRule& rule) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RemoveLocked(const controller::FrontendKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status StartListeningLocked(Frontend& fe) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status StopListeningLocked(Frontend& fe) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseVipLocked(Frontend& fe) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs make(i) on worker i, on all workers at once; waits for all of them.
+  absl::Status OnAllWorkers(const std::string& what, const std::function<std::function<void()>(int)>& make)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  std::unique_ptr<WorkerContext> ctx_;
+  std::unique_ptr<VipDevice> device_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  ino_t netns_ino_ = 0;
+
+  mutable absl::Mutex mu_;
+  absl::btree_map<controller::FrontendKey, Frontend> frontends_ ABSL_GUARDED_BY(mu_);
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace kpx::uring
