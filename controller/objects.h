@@ -88,10 +88,10 @@ struct Service {
 
 struct EndpointConditions {
   std::optional<bool> ready;        // unset means ready
-  std::optional<bool> serving;      // unset means "same as ready"
+  std::optional<bool> serving;      // unset means serving (kube-proxy's reading)
   std::optional<bool> terminating;  // unset means false
   bool IsReady() const { return ready.value_or(true); }
-  bool IsServing() const { return serving.value_or(IsReady()); }
+  bool IsServing() const { return serving.value_or(true); }
   bool IsTerminating() const { return terminating.value_or(false); }
 };
 

@@ -20,6 +20,16 @@ absl::Status Reconciler::RemoveSource(const std::string& source) {
   return Sync(store_.Remove(source));
 }
 
+absl::Status Reconciler::UpdateMany(std::vector<SourceChange> changes) {
+  ObjectStore::ServiceSet affected;
+  for (SourceChange& c : changes) {
+    ObjectStore::ServiceSet s = c.objects ? store_.Replace(c.source, std::move(*c.objects))
+                                          : store_.Remove(c.source);
+    affected.insert(s.begin(), s.end());
+  }
+  return Sync(affected);
+}
+
 absl::Status Reconciler::SetBackendHealth(BackendAddr backend, bool healthy) {
   bool changed = healthy ? unhealthy_.erase(backend) > 0 : unhealthy_.insert(backend).second;
   if (!changed) return absl::OkStatus();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,14 @@ class Reconciler {
   // error returned; call Resync() to retry.
   absl::Status Update(const std::string& source, ObjectSet objects);
   absl::Status RemoveSource(const std::string& source);
+
+  // Several source changes programmed as one diff (start-up, a burst of file
+  // events): one Apply instead of one per file.
+  struct SourceChange {
+    std::string source;
+    std::optional<ObjectSet> objects;  // nullopt = remove the source
+  };
+  absl::Status UpdateMany(std::vector<SourceChange> changes);
 
   // Health overlay: marks a backend down/up everywhere it is used. The rule
   // keeps the backend (healthy=false) so dataplanes can bring it back cheaply.

@@ -29,8 +29,8 @@ std::string FrontendIp(const FrontendKey& key) {
 
 }  // namespace
 
-nlohmann::json RuleToJson(const ServiceRule& rule) {
-  nlohmann::json backends = nlohmann::json::array();
+nlohmann::ordered_json RuleToJson(const ServiceRule& rule) {
+  nlohmann::ordered_json backends = nlohmann::ordered_json::array();
   for (const Backend& b : rule.backends) {
     backends.push_back({{"ip", b.ip.ToString()},
                         {"port", b.port},
@@ -52,10 +52,10 @@ nlohmann::json RuleToJson(const ServiceRule& rule) {
           {"backends", std::move(backends)}};
 }
 
-nlohmann::json TableToJson(const TranslateResult& result) {
-  nlohmann::json services = nlohmann::json::array();
+nlohmann::ordered_json TableToJson(const TranslateResult& result) {
+  nlohmann::ordered_json services = nlohmann::ordered_json::array();
   for (const ServiceRule* rule : DisplayOrder(result.table)) services.push_back(RuleToJson(*rule));
-  nlohmann::json skipped = nlohmann::json::array();
+  nlohmann::ordered_json skipped = nlohmann::ordered_json::array();
   for (const auto& [name, reason] : result.skipped) {
     skipped.push_back({{"service", name.String()}, {"reason", SkipReasonName(reason)}});
   }

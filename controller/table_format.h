@@ -14,8 +14,8 @@ namespace kpx::controller {
 //   "affinity_timeout_s", "local_only", "supported", "backends": [...]}],
 //  "skipped": [{"service", "reason"}]}
 // Entries are ordered by service, port name, frontend type, then address.
-nlohmann::json TableToJson(const TranslateResult& result);
-nlohmann::json RuleToJson(const ServiceRule& rule);
+nlohmann::ordered_json TableToJson(const TranslateResult& result);
+nlohmann::ordered_json RuleToJson(const ServiceRule& rule);
 
 // One row per frontend: SERVICE TYPE FRONTEND POLICY AFFINITY BACKENDS.
 std::string TableToText(const TranslateResult& result);

@@ -52,6 +52,7 @@ class ManifestDirSource {
   std::vector<SourceUpdate> ReadEvents();
 
   const ManifestDirStats& stats() const { return stats_; }
+  size_t loaded_files() const { return loaded_.size(); }
   const std::string& dir() const { return dir_; }
 
  private:

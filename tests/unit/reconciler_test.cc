@@ -57,7 +57,8 @@ TEST(Reconciler, FirstSyncProgramsEveryFrontend) {
   ASSERT_TRUE(r.Update("web.yaml", ServiceWithBackends("web", "10.96.0.1", {"10.0.0.1", "10.0.0.2"})).ok());
   ASSERT_THAT(dp.diffs(), SizeIs(1));
   EXPECT_THAT(dp.diffs()[0].upserts, SizeIs(1));
-  const ServiceRule& rule = dp.table().begin()->second;
+  const ServiceTable table = dp.table();
+  const ServiceRule& rule = table.begin()->second;
   EXPECT_EQ(rule.frontend.String(), "10.96.0.1:80/TCP");
   EXPECT_THAT(rule.backends, SizeIs(2));
   EXPECT_EQ(r.applied(), r.desired());
@@ -77,8 +78,9 @@ TEST(Reconciler, OneEndpointChangeIsOneUpsertAmongManyServices) {
   ASSERT_TRUE(r.Update("svc77.yaml",
                        ServiceWithBackends("svc77", "10.96.1.77", {"10.1.0.77", "10.1.9.9"}))
                   .ok());
-  ASSERT_THAT(dp.diffs(), SizeIs(1));
-  const TableDiff& diff = dp.diffs()[0];
+  const std::vector<TableDiff> diffs = dp.diffs();
+  ASSERT_THAT(diffs, SizeIs(1));
+  const TableDiff& diff = diffs[0];
   EXPECT_THAT(diff.removals, SizeIs(0));
   ASSERT_THAT(diff.upserts, SizeIs(1));
   EXPECT_EQ(diff.upserts[0].service.String(), "default/svc77:http");
@@ -148,8 +150,9 @@ TEST(Reconciler, HealthOverlayMarksBackendDownAndBack) {
   BackendAddr dead{*Ipv4::Parse("10.0.0.2"), 8080};
   ASSERT_TRUE(r.SetBackendHealth(dead, false).ok());
   ASSERT_THAT(dp.diffs(), SizeIs(1));
-  ASSERT_THAT(dp.diffs()[0].upserts, SizeIs(1));  // only web, not db
-  const ServiceRule& web = dp.diffs()[0].upserts[0];
+  const std::vector<TableDiff> diffs = dp.diffs();
+  ASSERT_THAT(diffs[0].upserts, SizeIs(1));  // only web, not db
+  const ServiceRule& web = diffs[0].upserts[0];
   ASSERT_THAT(web.backends, SizeIs(2));  // kept in the rule, marked down
   EXPECT_TRUE(web.backends[0].healthy);
   EXPECT_FALSE(web.backends[1].healthy);

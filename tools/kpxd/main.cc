@@ -6,7 +6,12 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 #include <memory>
 #include <string>
 
@@ -17,6 +22,7 @@
 #include "dataplane/uring/uring_proxy.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "nlohmann/json.hpp"
 
 DEFINE_string(manifest_dir, "", "Directory of Service/EndpointSlice manifests to watch (inotify)");
 DEFINE_string(hostname_override, "", "Name of this node (default: the hostname)");
@@ -30,16 +36,38 @@ DEFINE_string(connect_timeout, "1s", "Backend connect timeout before retrying an
 DEFINE_string(idle_timeout, "1h", "Close relayed connections idle this long (0 = never)");
 DEFINE_string(drain_timeout, "30s", "On SIGTERM, wait this long for connections to finish");
 DEFINE_int32(max_connections, 65536, "Maximum relayed connections (beyond: reset)");
+DEFINE_string(status_file, "",
+              "If set, kpxd rewrites this JSON file (atomically) after every sync: frontends, "
+              "services, in_sync, per-file parse errors. Scripts wait on it.");
 
 namespace {
 
 using kpx::controller::Reconciler;
+
+// Configuration errors: one clear line on stderr and exit 2, no stack trace
+// (glog's FATAL is for bugs, not for operators' typos).
+class Fail {
+ public:
+  ~Fail() {
+    std::cerr << "kpxd: " << ss_.str() << std::endl;
+    std::exit(2);
+  }
+  template <typename T>
+  Fail& operator<<(const T& v) {
+    ss_ << v;
+    return *this;
+  }
+
+ private:
+  std::ostringstream ss_;
+};
+#define KPXD_FAIL Fail()
 using kpx::controller::SourceUpdate;
 
 absl::Duration DurationFlag(const char* name, const std::string& value) {
   absl::Duration d;
   if (!absl::ParseDuration(value, &d) || d < absl::ZeroDuration()) {
-    LOG(QFATAL) << "--" << name << "=" << value << ": not a duration (e.g. 500ms, 2s, 1h)";
+    KPXD_FAIL << "--" << name << "=" << value << ": not a duration (e.g. 500ms, 2s, 1h)";
   }
   return d;
 }
@@ -51,19 +79,59 @@ std::string NodeName() {
   return host;
 }
 
+// Programs a batch of file updates as one diff and reports how long each
+// file change took to reach the dataplane.
 void ApplyUpdates(std::vector<SourceUpdate> updates, Reconciler* reconciler) {
+  if (updates.empty()) return;
+  absl::Time oldest = updates.front().observed;
+  std::vector<Reconciler::SourceChange> changes;
+  changes.reserve(updates.size());
   for (SourceUpdate& u : updates) {
-    absl::Status s = u.kind == SourceUpdate::Kind::kReplace
-                         ? reconciler->Update(u.source, std::move(u.objects))
-                         : reconciler->RemoveSource(u.source);
-    for (const std::string& w : reconciler->TakeWarnings()) LOG(WARNING) << w;
-    if (!s.ok()) {
-      LOG(ERROR) << "programming the dataplane failed: " << s.message() << " (will retry)";
-      continue;
+    oldest = std::min(oldest, u.observed);
+    if (u.kind == SourceUpdate::Kind::kReplace) {
+      changes.push_back({u.source, std::move(u.objects)});
+    } else {
+      changes.push_back({u.source, std::nullopt});
     }
-    LOG(INFO) << (u.kind == SourceUpdate::Kind::kReplace ? "applied " : "removed ") << u.source
-              << ": " << reconciler->stats().frontends << " frontends; file change -> dataplane "
-              << absl::FormatDuration(absl::Now() - u.observed);
+  }
+  absl::Status s = reconciler->UpdateMany(std::move(changes));
+  for (const std::string& w : reconciler->TakeWarnings()) LOG(WARNING) << w;
+  if (!s.ok()) {
+    LOG(ERROR) << "programming the dataplane failed: " << s.message() << " (will retry)";
+    return;
+  }
+  LOG(INFO) << "applied " << updates.size() << " file change(s): "
+            << reconciler->stats().frontends << " frontends; file change -> dataplane programmed in "
+            << absl::FormatDuration(absl::Now() - oldest);
+}
+
+void WriteStatus(const Reconciler& reconciler, const kpx::controller::ManifestDirSource& source) {
+  if (FLAGS_status_file.empty()) return;
+  nlohmann::json errors = nlohmann::json::object();
+  for (const auto& [file, error] : source.stats().file_errors) {
+    if (!error.empty()) errors[file] = error;
+  }
+  const auto& st = reconciler.stats();
+  nlohmann::json status = {
+      {"in_sync", reconciler.in_sync()},
+      {"frontends", st.frontends},
+      {"services", st.services},
+      {"syncs", st.syncs},
+      {"sync_errors", st.sync_errors},
+      {"endpoint_changes", st.endpoint_changes},
+      {"last_sync_duration_us", absl::ToInt64Microseconds(st.last_sync_duration)},
+      {"parse_errors", source.stats().parse_errors},
+      {"files", source.loaded_files()},
+      {"updates", source.stats().updates},
+      {"file_errors", std::move(errors)},
+  };
+  std::string tmp = FLAGS_status_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << status.dump() << "\n";
+  }
+  if (std::rename(tmp.c_str(), FLAGS_status_file.c_str()) != 0) {
+    PLOG(WARNING) << "cannot write --status-file " << FLAGS_status_file;
   }
 }
 
@@ -76,13 +144,13 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
 
-  if (FLAGS_manifest_dir.empty()) LOG(QFATAL) << "--manifest-dir is required";
+  if (FLAGS_manifest_dir.empty()) KPXD_FAIL << "--manifest-dir is required";
   if (FLAGS_dataplane != "auto" && FLAGS_dataplane != "uring") {
-    LOG(QFATAL) << "--dataplane=" << FLAGS_dataplane
+    KPXD_FAIL << "--dataplane=" << FLAGS_dataplane
                 << ": only 'uring' (and 'auto') are available in this build";
   }
   auto algorithm = kpx::uring::ParseLbAlgorithm(FLAGS_lb_algorithm);
-  if (!algorithm.ok()) LOG(QFATAL) << "--lb-algorithm: " << algorithm.status().message();
+  if (!algorithm.ok()) KPXD_FAIL << "--lb-algorithm: " << algorithm.status().message();
 
   // Signals are read through a signalfd in the main loop, never in a handler.
   sigset_t mask;
@@ -104,16 +172,17 @@ int main(int argc, char** argv) {
   opts.max_connections = FLAGS_max_connections;
   absl::Duration drain_timeout = DurationFlag("drain-timeout", FLAGS_drain_timeout);
   auto proxy = kpx::uring::UringProxy::Create(opts);
-  if (!proxy.ok()) LOG(QFATAL) << "io_uring dataplane: " << proxy.status().message();
+  if (!proxy.ok()) KPXD_FAIL << "io_uring dataplane: " << proxy.status().message();
 
   auto source = kpx::controller::ManifestDirSource::Create(FLAGS_manifest_dir);
-  if (!source.ok()) LOG(QFATAL) << source.status().message();
+  if (!source.ok()) KPXD_FAIL << source.status().message();
 
   kpx::controller::NodeInfo node{NodeName(), FLAGS_node_zone};
   Reconciler reconciler(node, proxy->get());
   LOG(INFO) << "kpxd starting: node " << node.name << ", dataplane " << (*proxy)->Name()
             << ", manifests " << FLAGS_manifest_dir;
   ApplyUpdates((*source)->Rescan(), &reconciler);
+  WriteStatus(reconciler, **source);
   LOG(INFO) << "initial sync done: " << reconciler.stats().frontends << " frontends, "
             << reconciler.stats().services << " services";
 
@@ -139,6 +208,7 @@ int main(int argc, char** argv) {
         }
       }
     }
+    WriteStatus(reconciler, **source);
   }
   (*proxy)->StopAccepting();
   bool idle = (*proxy)->WaitIdle(drain_timeout);
