@@ -297,6 +297,10 @@ int64_t UringProxy::open_connections() const {
   return ctx_ == nullptr ? 0 : ctx_->connections.load(std::memory_order_relaxed);
 }
 
+uint64_t UringProxy::buffer_starvations() const {
+  return ctx_ == nullptr ? 0 : ctx_->buffer_starvations.load(std::memory_order_relaxed);
+}
+
 bool UringProxy::WaitIdle(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   // Bounded poll: connections close on worker threads that should not pay

@@ -55,6 +55,10 @@ class UringProxy final : public dataplane::Dataplane {
   int workers() const { return static_cast<int>(workers_.size()); }
   // Client connections open now, all frontends.
   int64_t open_connections() const;
+  // Receives that found every buffer of their worker in use and waited for
+  // one (back-pressure); a steadily rising count means buffers_per_worker is
+  // too small for the load.
+  uint64_t buffer_starvations() const;
 
  private:
   struct Frontend {

@@ -135,6 +135,14 @@ absl::Status Worker::Setup() {
   }
   tick_ts_ = KernelTimespec(tick);
   now_ns_ = MonotonicNs();
+  if (index_ == 0) {
+    const unsigned f = ring_->setup_flags();
+    LOG(INFO) << "io_uring proxy: ring flags "
+              << ((f & IORING_SETUP_DEFER_TASKRUN) ? "SINGLE_ISSUER|DEFER_TASKRUN"
+                  : (f & IORING_SETUP_COOP_TASKRUN) ? "SINGLE_ISSUER|COOP_TASKRUN"
+                                                    : "none (old kernel)")
+              << ", " << o.buffers_per_worker << " x " << o.buffer_size << " B receive buffers";
+  }
   ArmCommandRead();
   ArmTick();
   return absl::OkStatus();
@@ -148,7 +156,8 @@ void Worker::Run() {
   while (!stopping_) {
     int ret = io_uring_submit_and_wait(ring(), 1);
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
-      LOG(ERROR) << "worker " << index_ << ": io_uring_submit_and_wait: " << std::strerror(-ret);
+      LOG_EVERY_N(ERROR, 1000) << "worker " << index_ << ": io_uring_submit_and_wait: "
+                               << std::strerror(-ret);
     }
     now_ns_ = MonotonicNs();
     unsigned head;
@@ -222,7 +231,7 @@ void Worker::HandleCqe(const io_uring_cqe* cqe) {
   switch (ud.op) {
     case Op::kCommand: OnCommand(); return;
     case Op::kTick: OnTick(); return;
-    case Op::kAccept: OnAccept(ud.index, cqe); return;
+    case Op::kAccept: OnAccept(ud.index, ud.generation, cqe); return;
     case Op::kAcceptRetry: OnAcceptRetry(ud.index); return;
     case Op::kCancel:
     case Op::kNone: return;
@@ -308,7 +317,7 @@ void Worker::AddListener(std::shared_ptr<const FrontendConfig> config, int fd) {
   if (slot == listeners_.size()) listeners_.emplace_back();
   Listener& l = listeners_[slot];
   l.fd = fd;
-  ++l.gen;
+  l.gen = (l.gen + 1) & UserData::kGenerationMask;
   l.in_use = true;
   l.armed = false;
   l.retry_pending = false;
@@ -372,8 +381,11 @@ void Worker::ArmAccept(uint32_t slot) {
   l.armed = true;
 }
 
-void Worker::OnAccept(uint32_t slot, const io_uring_cqe* cqe) {
-  if (slot >= listeners_.size()) return;
+void Worker::OnAccept(uint32_t slot, uint32_t gen, const io_uring_cqe* cqe) {
+  if (slot >= listeners_.size() || listeners_[slot].gen != gen) {
+    if (cqe->res >= 0) close(cqe->res);  // cannot happen: slots are reused only when idle
+    return;
+  }
   Listener& l = listeners_[slot];
   if (!(cqe->flags & IORING_CQE_F_MORE)) l.armed = false;
   const int res = cqe->res;
@@ -584,6 +596,7 @@ void Worker::OnRecv(Conn* c, int f, const io_uring_cqe* cqe) {
   } else if (res == -ENOBUFS) {
     // Every buffer of this worker is queued somewhere: wait for one back.
     flow.starved = true;
+    ctx_->buffer_starvations.fetch_add(1, std::memory_order_relaxed);
     starved_.push_back({c->index, c->gen, static_cast<uint8_t>(f)});
   } else if (res == -EINTR || res == -EAGAIN) {
     ArmRecv(c, f);

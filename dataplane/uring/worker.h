@@ -35,6 +35,7 @@ struct WorkerContext {
   ProxyEventSink* sink = nullptr;
   std::atomic<int64_t> connections{0};  // client connections open, all workers
   VipDevice* device = nullptr;          // reaped by worker 0's tick; may be null
+  std::atomic<uint64_t> buffer_starvations{0};  // recvs that found no free buffer
 };
 
 class Worker {
@@ -134,7 +135,7 @@ class Worker {
 
   // Listeners.
   void ArmAccept(uint32_t slot);
-  void OnAccept(uint32_t slot, const io_uring_cqe* cqe);
+  void OnAccept(uint32_t slot, uint32_t gen, const io_uring_cqe* cqe);
   void OnAcceptRetry(uint32_t slot);
   void CloseListener(uint32_t slot);
   void MaybeFreeListener(uint32_t slot);
