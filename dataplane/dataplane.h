@@ -48,6 +48,16 @@ class Dataplane {
   virtual absl::Status Apply(const controller::TableDiff& diff) = 0;
 
   virtual DataplaneStats Stats() const = 0;
+
+  // Called once after kpxd's first full sync: removes whatever the dataplane
+  // still holds that is not in `desired` (state adopted from a previous kpxd
+  // process, e.g. pinned BPF maps). Until then nothing adopted is deleted, so
+  // a restart never interrupts traffic. Dataplanes without persistent state
+  // need not override it.
+  virtual absl::Status Prune(const controller::ServiceTable& desired) {
+    (void)desired;
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace kpx::dataplane

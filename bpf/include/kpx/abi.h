@@ -1,0 +1,144 @@
+/* kpx eBPF ABI: every struct and constant shared between the BPF programs
+ * (bpf/*.bpf.c) and userspace (dataplane/xdp). The one place the layout lives;
+ * sizes and offsets are checked by static_asserts in tests/bpf/abi_test.cc.
+ * Maps are pinned under KPX_PIN_DIR "/v" KPX_ABI_VERSION; a layout change bumps
+ * KPX_ABI_VERSION so an upgraded kpxd never misreads an old pinned map. */
+#ifndef KPX_ABI_H
+#define KPX_ABI_H
+
+#include <linux/types.h>
+
+#define KPX_ABI_VERSION 1
+#define KPX_PIN_DIR "/sys/fs/bpf/kpx"
+
+/* Capacities (userspace may lower/raise some with bpf_map__set_max_entries
+ * before load; these are the defaults compiled into the programs). */
+#define KPX_MAX_SERVICES 65536     /* service ids 1..KPX_MAX_SERVICES-1; 0 = none */
+#define KPX_MAX_BACKENDS 262144    /* backend ids 1..KPX_MAX_BACKENDS-1; 0 = none */
+#define KPX_MAX_FRONTENDS 131072   /* (vip, port, proto) keys */
+#define KPX_CT_MAX 524288          /* conntrack entries (two per flow) */
+#define KPX_AFFINITY_MAX 131072
+#define KPX_MAGLEV_M_DEFAULT 16381 /* prime; per-service table size upper bound */
+#define KPX_MAGLEV_M_MAX 65521
+#define KPX_MAX_IFACES 256
+
+/* struct kpx_svc.flags */
+#define KPX_SVC_F_AFFINITY 0x1  /* sessionAffinity: ClientIP */
+#define KPX_SVC_F_NODEPORT 0x2  /* frontend key has addr 0: any node address */
+#define KPX_SVC_F_EXTERNAL 0x4  /* NodePort/ExternalIP/LoadBalancer (masquerade candidates) */
+#define KPX_SVC_F_LOCAL 0x8     /* traffic policy Local applied */
+
+/* struct kpx_ct_entry.flags */
+#define KPX_CT_F_REPLY 0x1   /* reverse entry: key is backend -> client */
+#define KPX_CT_F_SEEN_REPLY 0x2
+
+/* Frontend lookup key. NodePorts use addr = 0 and are looked up only when the
+ * destination is one of this node's addresses (map kpx_node_addrs). */
+struct kpx_svc_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct kpx_svc {
+	__u32 id;                 /* index into kpx_maglev and kpx_svc_stats */
+	__u32 flags;              /* KPX_SVC_F_* */
+	__u32 affinity_timeout_s; /* 0 unless KPX_SVC_F_AFFINITY */
+	__u32 backend_count;      /* usable backends in the Maglev table; 0 = reject (RST) */
+	__u32 maglev_m;           /* size of this service's Maglev table */
+	__u32 pad;
+};
+
+/* Backend slot. addr == 0 means "no such backend (removed)": a conntrack hit
+ * on it is treated as a dead flow (RST), never forwarded. */
+struct kpx_backend {
+	__be32 addr;
+	__be16 port;
+	__u8 flags;
+	__u8 pad;
+};
+
+/* Conntrack key, oriented as the packet travels. Forward entries:
+ * client -> frontend (daddr/dport = VIP/port as received). Reverse entries:
+ * backend -> client (saddr/sport = backend), used to restore the source of
+ * replies to the frontend address. */
+struct kpx_ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct kpx_ct_entry {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet */
+	__u32 backend_id;   /* forward: where the flow goes */
+	__u32 svc_id;
+	__be32 vip;         /* reverse: frontend address to restore as source */
+	__be16 vport;       /* reverse: frontend port to restore */
+	__u8 flags;         /* KPX_CT_F_* */
+	__u8 pad;
+};
+
+struct kpx_affinity_key {
+	__be32 client;
+	__u32 svc_id;
+};
+
+struct kpx_affinity_val {
+	__u64 last_seen_ns;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Per-CPU counters per service id. */
+struct kpx_svc_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+	__u64 no_backend; /* SYNs answered with RST */
+};
+
+/* Per-CPU counters per verdict (index into kpx_verdict_stats). */
+enum kpx_verdict {
+	KPX_V_PASS_NON_SERVICE = 0, /* not for a frontend, not a reply: untouched */
+	KPX_V_CT_HIT = 1,           /* established flow, forwarded to its backend */
+	KPX_V_NEW_FLOW = 2,         /* SYN, backend picked, conntrack inserted */
+	KPX_V_REPLY = 3,            /* backend -> client, reverse-NATed */
+	KPX_V_NO_BACKEND = 4,       /* answered with TCP RST */
+	KPX_V_DEAD_BACKEND = 5,     /* conntrack hit on a removed backend: RST */
+	KPX_V_REDIRECT = 6,         /* after NAT: sent with bpf_redirect*(fib) */
+	KPX_V_PASS_STACK = 7,       /* after NAT: passed to the kernel to route */
+	KPX_V_MALFORMED = 8,        /* truncated/bad headers: passed untouched */
+	KPX_V_FRAGMENT = 9,         /* IP fragment to a frontend: passed untouched */
+	KPX_V_MAX = 10,
+};
+
+/* Global configuration, one entry (key 0). */
+struct kpx_config {
+	__u32 abi_version;
+	__u32 flags;
+	__be32 snat_addr;     /* node address used to masquerade (0 = never) */
+	__be32 cluster_cidr;  /* pod CIDR: sources outside it are external */
+	__u32 cluster_prefix; /* prefix length of cluster_cidr (0 = unknown) */
+	__u32 pad;
+};
+
+/* Map names as pinned under KPX_PIN_DIR/v<KPX_ABI_VERSION>/ (also the names
+ * in the BPF objects):
+ *   kpx_services      HASH        kpx_svc_key -> kpx_svc
+ *   kpx_backends      ARRAY       __u32 backend id -> kpx_backend
+ *   kpx_maglev        ARRAY_OF_MAPS __u32 svc id -> inner ARRAY (__u32 slot -> __u32 backend id),
+ *                                 inner maps sized per service (BPF_F_INNER_MAP)
+ *   kpx_ct            LRU_HASH    kpx_ct_key -> kpx_ct_entry
+ *   kpx_affinity      LRU_HASH    kpx_affinity_key -> kpx_affinity_val
+ *   kpx_node_addrs    HASH        __be32 -> __u8 (this node's addresses, for NodePorts)
+ *   kpx_tx_ports      DEVMAP_HASH ifindex -> ifindex (interfaces safe for XDP_REDIRECT)
+ *   kpx_svc_stats     PERCPU_ARRAY svc id -> kpx_svc_stats
+ *   kpx_verdict_stats PERCPU_ARRAY enum kpx_verdict -> __u64
+ *   kpx_config        ARRAY       0 -> kpx_config
+ */
+
+#endif /* KPX_ABI_H */
