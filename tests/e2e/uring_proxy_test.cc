@@ -28,10 +28,24 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testlib/netns.h"
+#include "tests/e2e/uring_test_util.h"
 #include "tests/testlib/testlib.h"
 
 namespace kpx::uring {
 namespace {
+
+using e2e::Addr;
+using e2e::BackendServer;
+using e2e::Connect;
+using e2e::EchoTransfer;
+using e2e::Ip;
+using e2e::ReadLine;
+using e2e::ReadToEof;
+using e2e::ResetWithin2s;
+using e2e::SendAll;
+using e2e::SetTimeouts;
+using e2e::WaitFor;
+using e2e::WhoAnswers;
 
 using controller::Backend;
 using controller::FrontendKey;
@@ -39,224 +53,6 @@ using controller::ServiceRule;
 using controller::TableDiff;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-Ipv4 Ip(const std::string& s) { return *Ipv4::Parse(s); }
-
-// Polls `cond` every 5 ms until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!cond()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
-}
-
-void SetTimeouts(int fd, absl::Duration d) {
-  timeval tv = absl::ToTimeval(d);
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-sockaddr_in Addr(const std::string& ip, uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = Ip(ip).be();
-  return a;
-}
-
-// A test backend: sends "<ip>\n" on accept, echoes until the client's FIN,
-// then sends "eof <bytes echoed>\n" and closes. One thread per connection.
-class BackendServer {
- public:
-  BackendServer(const std::string& ip, uint16_t port) : name_(ip) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in a = Addr(ip, port);
-    ok_ = bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && listen(fd_, 512) == 0;
-    if (ok_) accept_thread_ = std::thread([this] { AcceptLoop(); });
-  }
-  ~BackendServer() {
-    shutdown(fd_, SHUT_RDWR);  // wakes accept()
-    if (accept_thread_.joinable()) accept_thread_.join();
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-      for (int fd : open_) shutdown(fd, SHUT_RDWR);
-    }
-    for (auto& t : conn_threads_) t.join();
-    close(fd_);
-  }
-  bool ok() const { return ok_; }
-  const std::string& name() const { return name_; }
-  int accepted() const { return accepted_.load(); }
-  int resets() const { return resets_.load(); }
-
- private:
-  void AcceptLoop() {
-    for (int i = 0; i < 100000; ++i) {
-      int c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        return;  // listener shut down
-      }
-      accepted_++;
-      absl::MutexLock lock(&mu_);
-      if (stopping_) {
-        close(c);
-        return;
-      }
-      open_.insert(c);
-      conn_threads_.emplace_back([this, c] { Serve(c); });
-    }
-  }
-  void Serve(int c) {
-    SetTimeouts(c, absl::Seconds(30));  // no thread outlives a stuck test for long
-    std::string hello = name_ + "\n";
-    bool ok = send(c, hello.data(), hello.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(hello.size());
-    std::vector<char> buf(256 * 1024);
-    uint64_t echoed = 0;
-    while (ok) {
-      ssize_t n = recv(c, buf.data(), buf.size(), 0);
-      if (n == 0) {
-        std::string bye = absl::StrCat("eof ", echoed, "\n");
-        send(c, bye.data(), bye.size(), MSG_NOSIGNAL);
-        break;
-      }
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == ECONNRESET) resets_++;
-        break;
-      }
-      for (ssize_t off = 0; off < n;) {
-        ssize_t w = send(c, buf.data() + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
-        if (w <= 0) {
-          if (w < 0 && errno == EINTR) continue;
-          ok = false;
-          break;
-        }
-        off += w;
-      }
-      echoed += static_cast<uint64_t>(n);
-    }
-    absl::MutexLock lock(&mu_);
-    open_.erase(c);
-    close(c);
-  }
-
-  std::string name_;
-  int fd_ = -1;
-  bool ok_ = false;
-  std::thread accept_thread_;
-  std::atomic<int> accepted_{0};
-  std::atomic<int> resets_{0};
-  absl::Mutex mu_;
-  bool stopping_ = false;
-  std::set<int> open_;
-  std::vector<std::thread> conn_threads_;
-};
-
-// Connects with a deadline; returns the fd or -errno. `source` binds the
-// client address (for affinity tests).
-int Connect(const std::string& ip, uint16_t port, const std::string& source = "",
-            absl::Duration timeout = absl::Seconds(3)) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (!source.empty()) {
-    sockaddr_in s = Addr(source, 0);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&s), sizeof(s)) != 0) {
-      int err = errno;
-      close(fd);
-      return -err;
-    }
-  }
-  sockaddr_in a = Addr(ip, port);
-  int rc = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  if (rc != 0 && errno != EINPROGRESS) {
-    int err = errno;
-    close(fd);
-    return -err;
-  }
-  if (rc != 0) {
-    pollfd p{fd, POLLOUT, 0};
-    if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) != 1) {
-      close(fd);
-      return -ETIMEDOUT;
-    }
-    int err = 0;
-    socklen_t len = sizeof(err);
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) {
-      close(fd);
-      return -err;
-    }
-  }
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  SetTimeouts(fd, absl::Seconds(5));
-  return fd;
-}
-
-// Reads one '\n'-terminated line (without it); "" on EOF/error/timeout,
-// with errno left as recv set it.
-std::string ReadLine(int fd) {
-  std::string line;
-  char ch;
-  for (int i = 0; i < 4096; ++i) {
-    ssize_t n = recv(fd, &ch, 1, 0);
-    if (n <= 0) return "";
-    if (ch == '\n') return line;
-    line.push_back(ch);
-  }
-  return line;
-}
-
-// Reads until EOF (or error); returns what came.
-std::string ReadToEof(int fd, int* last_errno = nullptr) {
-  std::string out;
-  char buf[4096];
-  for (int i = 0; i < 100000; ++i) {
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) {
-      if (last_errno != nullptr) *last_errno = n < 0 ? errno : 0;
-      break;
-    }
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
-bool SendAll(int fd, const std::string& data) {
-  return send(fd, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
-}
-
-// Connects through the proxy and returns which backend answered ("" if none).
-std::string WhoAnswers(const std::string& ip, uint16_t port, const std::string& source = "") {
-  int fd = Connect(ip, port, source);
-  if (fd < 0) return "";
-  std::string name = ReadLine(fd);
-  close(fd);
-  return name;
-}
-
-// Connects and expects the proxy to reset the connection within 2 s, before
-// any byte: "" when it did, else what happened instead.
-std::string ResetWithin2s(const std::string& ip, uint16_t port) {
-  const absl::Time start = absl::Now();
-  int fd = Connect(ip, port);
-  // The proxy accepts, then resets: often before connect() even returns.
-  if (fd == -ECONNRESET) return "";
-  if (fd < 0) return absl::StrCat("connect: ", strerror(-fd));
-  SetTimeouts(fd, absl::Seconds(2));
-  char ch;
-  ssize_t n = recv(fd, &ch, 1, 0);
-  int err = errno;
-  close(fd);
-  if (n >= 0) return absl::StrCat("recv returned ", n);
-  if (err != ECONNRESET) return absl::StrCat("recv: ", strerror(err));
-  if (absl::Now() - start > absl::Seconds(2)) return "reset came late";
-  return "";
-}
 
 class RecordingSink : public ProxyEventSink {
  public:
@@ -287,6 +83,45 @@ class RecordingSink : public ProxyEventSink {
   std::map<std::string, int> failures_, successes_;
   int last_error_ = 0;
 };
+
+// The namespace helper the tests below stand on.
+TEST(NetNsHelper, CreatesEntersRunsAndDeletes) {
+  std::string reason = testing::MissingRootReason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  auto own_ns = [] {
+    char buf[64] = {};
+    ssize_t n = readlink("/proc/thread-self/ns/net", buf, sizeof(buf) - 1);
+    return std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  };
+  const std::string before = own_ns();
+  std::string name;
+  {
+    absl::StatusOr<std::unique_ptr<testing::NetNs>> ns = testing::NetNs::Create();
+    ASSERT_TRUE(ns.ok()) << ns.status();
+    name = (*ns)->name();
+    EXPECT_THAT(name, ::testing::StartsWith(absl::StrCat("kpx-t-", getpid(), "-")));
+    absl::StatusOr<std::string> lo = (*ns)->Exec("ip -o link show lo");
+    ASSERT_TRUE(lo.ok()) << lo.status();
+    EXPECT_THAT(*lo, HasSubstr("UP"));
+    EXPECT_FALSE((*ns)->Exec("exit 3").ok());
+    {
+      auto scope = (*ns)->Enter();
+      ASSERT_TRUE(scope.ok()) << scope.status();
+      EXPECT_NE(own_ns(), before);
+      // A fresh namespace has lo and nothing else (none of the host's links).
+      absl::StatusOr<std::string> devs = testing::RunCommand({"cat", "/proc/thread-self/net/dev"});
+      ASSERT_TRUE(devs.ok());
+      int links = 0;
+      for (char ch : *devs) links += ch == ':';
+      EXPECT_EQ(links, 1) << *devs;
+    }
+    EXPECT_EQ(own_ns(), before);
+    std::string inside;
+    ASSERT_TRUE((*ns)->RunIn([&] { inside = own_ns(); }).ok());
+    EXPECT_NE(inside, before);
+  }
+  EXPECT_EQ(access(("/run/netns/" + name).c_str(), F_OK), -1) << "deleted by the destructor";
+}
 
 constexpr char kVip[] = "10.96.0.10";
 constexpr uint16_t kPort = 80;
@@ -570,66 +405,6 @@ TEST_F(UringProxyE2e, ResetIsPropagatedAsReset) {
   EXPECT_TRUE(WaitFor([&] { return server->resets() == 1; }, absl::Seconds(3)))
       << "the backend should see ECONNRESET, not a clean EOF";
   EXPECT_TRUE(proxy_->WaitIdle(absl::Seconds(3)));
-}
-
-// Sends `total` bytes of a known pattern on `fd` (through the proxy to an
-// echo backend `name`) while reading everything back; checks the greeting,
-// the echo by checksum, and the backend's "eof <total>" after our FIN.
-// Returns "" when all of it was right.
-std::string EchoTransfer(int fd, const std::string& name, uint64_t total) {
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  const std::string hello = name + "\n";
-  const std::string bye = absl::StrCat("eof ", total, "\n");
-  auto byte_at = [](uint64_t i) { return static_cast<char>((i * 2654435761u) >> 13); };
-  auto fnv = [](uint64_t h, char c) { return (h ^ static_cast<uint8_t>(c)) * 1099511628211ull; };
-  uint64_t sent = 0, received = 0, sent_hash = 14695981039346656037ull, recv_hash = sent_hash;
-  std::string head, tail;
-  std::vector<char> out(64 * 1024), in(256 * 1024);
-  bool fin_sent = false, eof = false;
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  while (!eof && absl::Now() < deadline) {
-    pollfd p{fd, static_cast<short>(POLLIN | (fin_sent ? 0 : POLLOUT)), 0};
-    if (poll(&p, 1, 1000) <= 0) continue;
-    if ((p.revents & POLLOUT) && !fin_sent) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), total - sent));
-      for (size_t i = 0; i < n; ++i) out[i] = byte_at(sent + i);
-      ssize_t w = send(fd, out.data(), n, MSG_NOSIGNAL);
-      if (w > 0) {
-        for (ssize_t i = 0; i < w; ++i) sent_hash = fnv(sent_hash, out[i]);
-        sent += static_cast<uint64_t>(w);
-        if (sent == total) {
-          shutdown(fd, SHUT_WR);
-          fin_sent = true;
-        }
-      } else if (w < 0 && errno != EAGAIN) {
-        return absl::StrCat("send: ", strerror(errno));
-      }
-    }
-    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-      ssize_t r = recv(fd, in.data(), in.size(), 0);
-      if (r == 0) {
-        eof = true;
-      } else if (r < 0 && errno != EAGAIN) {
-        return absl::StrCat("recv: ", strerror(errno));
-      }
-      for (ssize_t i = 0; i < r; ++i, ++received) {
-        if (received < hello.size()) {
-          head.push_back(in[i]);
-        } else if (received < hello.size() + total) {
-          recv_hash = fnv(recv_hash, in[i]);
-        } else {
-          tail.push_back(in[i]);
-        }
-      }
-    }
-  }
-  if (!eof) return absl::StrCat("timed out after ", sent, " sent, ", received, " received");
-  if (sent != total) return absl::StrCat("sent ", sent);
-  if (head != hello) return "greeting was " + head;
-  if (received != hello.size() + total + bye.size()) return absl::StrCat("received ", received);
-  if (recv_hash != sent_hash) return "echo differs from what was sent";
-  if (tail != bye) return "backend said " + tail;
-  return "";
 }
 
 // 64 MiB each way through the proxy, compared by checksum.
