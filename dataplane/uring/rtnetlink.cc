@@ -226,4 +226,48 @@ absl::Status Rtnetlink::RemoveAddress(int ifindex, Ipv4 ip) {
                   ext_ack);
 }
 
+absl::StatusOr<std::vector<Ipv4>> Rtnetlink::HostAddresses(int ifindex) {
+  Request req(RTM_GETADDR, NLM_F_DUMP);
+  req.hdr()->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;  // a dump ends with NLMSG_DONE, no ack
+  req.Fixed<ifaddrmsg>()->ifa_family = AF_INET;
+  nlmsghdr* hdr = req.hdr();
+  hdr->nlmsg_seq = ++seq_;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd_, req.data(), req.size(), 0, reinterpret_cast<sockaddr*>(&kernel),
+             sizeof(kernel)) < 0) {
+    return ToStatus(-errno, "list addresses", "");
+  }
+  std::vector<Ipv4> out;
+  alignas(nlmsghdr) char buf[32768];
+  // Bounded: a node's address dump is a handful of datagrams.
+  for (int round = 0; round < 4096; ++round) {
+    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ToStatus(-errno, "list addresses", "");
+    }
+    int left = static_cast<int>(n);
+    for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_seq != hdr->nlmsg_seq) continue;
+      if (h->nlmsg_type == NLMSG_DONE) return out;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        return ToStatus(static_cast<nlmsgerr*>(NLMSG_DATA(h))->error, "list addresses", "");
+      }
+      if (h->nlmsg_type != RTM_NEWADDR) continue;
+      auto* ifa = static_cast<ifaddrmsg*>(NLMSG_DATA(h));
+      if (static_cast<int>(ifa->ifa_index) != ifindex || ifa->ifa_prefixlen != 32) continue;
+      int attr_len = static_cast<int>(IFA_PAYLOAD(h));
+      for (rtattr* a = IFA_RTA(ifa); RTA_OK(a, attr_len); a = RTA_NEXT(a, attr_len)) {
+        if (a->rta_type == IFA_LOCAL && RTA_PAYLOAD(a) == 4) {
+          uint32_t be;
+          std::memcpy(&be, RTA_DATA(a), 4);
+          out.push_back(Ipv4::FromBe(be));
+        }
+      }
+    }
+  }
+  return absl::DeadlineExceededError("list addresses: no end of dump");
+}
+
 }  // namespace kpx::uring

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
@@ -31,6 +32,8 @@ class Rtnetlink {
   // after a restart), so is removing one that is gone.
   absl::Status AddAddress(int ifindex, Ipv4 ip);
   absl::Status RemoveAddress(int ifindex, Ipv4 ip);
+  // The IPv4 /32 addresses on link `ifindex`.
+  absl::StatusOr<std::vector<Ipv4>> HostAddresses(int ifindex);
 
  private:
   explicit Rtnetlink(int fd) : fd_(fd) {}

@@ -282,6 +282,16 @@ dataplane::DataplaneStats UringProxy::Stats() const {
   return stats;
 }
 
+absl::Status UringProxy::Prune(const controller::ServiceTable& desired) {
+  if (device_ == nullptr) return absl::OkStatus();
+  KPX_RETURN_IF_ERROR(CheckNetns());
+  absl::flat_hash_set<Ipv4> keep;
+  for (const auto& [key, rule] : desired) {
+    if (!key.ip.IsUnspecified()) keep.insert(key.ip);
+  }
+  return device_->Prune(keep);
+}
+
 void UringProxy::StopAccepting() {
   absl::MutexLock lock(&mu_);
   if (shut_down_ || !accepting_) return;

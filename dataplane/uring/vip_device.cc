@@ -101,6 +101,20 @@ void VipDevice::RemoveLocked(Ipv4 ip) {
   added_.erase(ip);
 }
 
+absl::Status VipDevice::Prune(const absl::flat_hash_set<Ipv4>& keep) {
+  absl::MutexLock lock(&mu_);
+  if (closed_) return absl::OkStatus();
+  absl::StatusOr<std::vector<Ipv4>> present = nl_->HostAddresses(ifindex_);
+  if (!present.ok()) return present.status();
+  for (Ipv4 ip : *present) {
+    if (keep.contains(ip) || refs_.contains(ip) || added_.contains(ip)) continue;
+    LOG(INFO) << "pruning stale VIP " << ip.ToString() << " from " << name_;
+    absl::Status s = nl_->RemoveAddress(ifindex_, ip);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 void VipDevice::Close() {
   absl::MutexLock lock(&mu_);
   if (closed_ || nl_ == nullptr) return;

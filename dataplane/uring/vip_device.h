@@ -37,6 +37,9 @@ class VipDevice {
   bool draining() const { return draining_count_.load(std::memory_order_relaxed) > 0; }
   // Removes every address this object added and the link if it created it.
   void Close();
+  // Removes the /32 addresses on the link that are neither in `keep` nor in
+  // use here: leftovers of a previous process that crashed before Close().
+  absl::Status Prune(const absl::flat_hash_set<Ipv4>& keep);
 
   const std::string& name() const { return name_; }
   bool created() const { return created_; }

@@ -540,6 +540,30 @@ TEST_F(UringProxyE2e, MaxConnectionsResetsTheExcess) {
   EXPECT_EQ(WhoAnswers(kVip, kPort), "127.0.0.2") << "room again after the others closed";
 }
 
+TEST_F(UringProxyE2e, AdoptsAnExistingDeviceAndPrunesStaleVips) {
+  // What a kpxd that crashed leaves behind: kpx0 with a VIP nobody serves.
+  ASSERT_TRUE(ns_->Exec("ip link add kpx0 type bridge && ip addr add 10.96.0.77/32 dev kpx0"
+                        " && ip addr add 192.0.2.1/24 dev kpx0").ok());
+  ASSERT_NE(StartProxy(), nullptr);
+  StartServer("127.0.0.2");
+  ServiceRule rule = Rule(kVip, kPort, {"127.0.0.2"});
+  ASSERT_TRUE(Upsert(rule).ok());
+  controller::ServiceTable desired;
+  desired[rule.frontend] = rule;
+  ASSERT_TRUE(proxy_->Prune(desired).ok());
+  std::string addrs = Kpx0Addresses();
+  EXPECT_THAT(addrs, Not(HasSubstr("10.96.0.77")));
+  EXPECT_THAT(addrs, HasSubstr("10.96.0.10/32"));
+  EXPECT_THAT(addrs, HasSubstr("192.0.2.1/24")) << "only /32s are VIPs";
+  EXPECT_EQ(WhoAnswers(kVip, kPort), "127.0.0.2");
+
+  // Not created by this proxy: Shutdown takes its VIPs, leaves the link.
+  proxy_->Shutdown();
+  addrs = Kpx0Addresses();
+  EXPECT_THAT(addrs, Not(HasSubstr("10.96.0.10")));
+  EXPECT_THAT(addrs, HasSubstr("192.0.2.1/24"));
+}
+
 TEST_F(UringProxyE2e, ApplyIsIdempotentAndIgnoresUnsupportedRules) {
   ASSERT_NE(StartProxy(), nullptr);
   StartServer("127.0.0.2");
