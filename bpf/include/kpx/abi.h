@@ -1,5 +1,5 @@
 /* kpx eBPF ABI: every struct and constant shared between the BPF programs
- * (bpf/*.bpf.c) and userspace (dataplane/xdp). The one place the layout lives;
+ * (the bpf/ kpx_*.bpf.c programs) and userspace (dataplane/xdp). The one place the layout lives;
  * sizes and offsets are checked by static_asserts in tests/bpf/abi_test.cc.
  * Maps are pinned under KPX_PIN_DIR "/v" KPX_ABI_VERSION; a layout change bumps
  * KPX_ABI_VERSION so an upgraded kpxd never misreads an old pinned map. */
