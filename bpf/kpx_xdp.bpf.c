@@ -1,0 +1,44 @@
+/* kpx_xdp: the XDP entry program for uplink / north-south interfaces
+ * (NodePorts, externalIPs, LoadBalancer IPs, replies from remote backends).
+ * Thin: parse, decide (lib/lb.h), then NAT + forward, RST or pass. */
+#include "lib/common.h"
+#include "lib/fib.h"
+#include "lib/lb.h"
+#include "lib/maps.h"
+#include "lib/nat.h"
+#include "lib/parse.h"
+#include "lib/rst.h"
+#include "lib/stats.h"
+
+SEC("xdp")
+int kpx_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct kpx_decision d;
+	struct kpx_pkt p;
+	int rc;
+
+	rc = kpx_parse4(data, data_end, data_end - data, &p);
+	if (rc != KPX_P_OK) {
+		kpx_count(kpx_parse_verdict(rc));
+		return XDP_PASS;
+	}
+	lb4_decide(&p, &d);
+	kpx_count(d.verdict);
+	kpx_count_svc(d.svc_id, data_end - data, d.verdict);
+	switch (d.action) {
+	case KPX_A_DNAT:
+	case KPX_A_SNAT:
+		xdp_nat4(&p, &d);
+		return xdp_fib_forward(ctx, &p);
+	case KPX_A_RST:
+		return xdp_rst4(ctx, &p);
+	case KPX_A_DROP:
+		return XDP_DROP;
+	default:
+		return XDP_PASS;
+	}
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

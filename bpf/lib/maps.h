@@ -1,0 +1,106 @@
+/* Every map of the kpx ABI (bpf/include/kpx/abi.h), declared once for all
+ * entry programs. Each map is pinned by name: objects opened with the same
+ * pin_root_path (kpx_xdp and kpx_tc) share one instance of each. */
+#ifndef KPX_LIB_MAPS_H
+#define KPX_LIB_MAPS_H
+
+#include "lib/common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KPX_MAX_FRONTENDS);
+	__type(key, struct kpx_svc_key);
+	__type(value, struct kpx_svc);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KPX_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct kpx_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_backends SEC(".maps");
+
+/* Template only: BPF_F_INNER_MAP lets each service's table have its own size
+ * (maglev_m); userspace must create inner maps with the same flag. */
+struct kpx_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, KPX_MAX_SERVICES);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct kpx_maglev_inner); /* must be last */
+} kpx_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, KPX_CT_MAX);
+	__type(key, struct kpx_ct_key);
+	__type(value, struct kpx_ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, KPX_AFFINITY_MAX);
+	__type(key, struct kpx_affinity_key);
+	__type(value, struct kpx_affinity_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_affinity SEC(".maps");
+
+/* This node's addresses: NodePort frontends (addr 0) match only these. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KPX_MAX_IFACES);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_node_addrs SEC(".maps");
+
+/* Interfaces a NATed packet may be redirected to directly. Userspace lists
+ * only devices where that is safe (a veth peer without XDP/GRO drops).
+ * Loader note: the kernel adds BPF_F_RDONLY_PROG to every devmap it creates
+ * and libbpf 1.1 then finds a pinned kpx_tx_ports "incompatible"; when the
+ * pin exists, set map_flags = BPF_F_RDONLY_PROG on this map before load
+ * (creating it with that flag is refused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, KPX_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KPX_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct kpx_svc_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KPX_V_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_verdict_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kpx_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_config SEC(".maps");
+
+#endif /* KPX_LIB_MAPS_H */
