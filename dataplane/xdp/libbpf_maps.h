@@ -1,0 +1,60 @@
+// LibbpfMaps: BpfMaps over the real kernel maps pinned by the kpx_xdp /
+// kpx_tc objects (bpf(2) through libbpf's low-level API). Opening checks each
+// map's type, key and value size against abi.h, so a map of another ABI
+// version is refused with a message instead of being misread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "dataplane/xdp/bpf_maps.h"
+#include "dataplane/xdp/unique_fd.h"
+
+namespace kpx::xdp {
+
+// The names of abi.h's maps, as pinned under the pin directory.
+inline constexpr const char* kMapNames[] = {
+    "kpx_services", "kpx_backends",   "kpx_maglev",    "kpx_ct",            "kpx_affinity",
+    "kpx_node_addrs", "kpx_tx_ports", "kpx_svc_stats", "kpx_verdict_stats", "kpx_config"};
+
+class LibbpfMaps final : public BpfMaps {
+ public:
+  // Opens the maps pinned under `pin_dir` (e.g. /sys/fs/bpf/kpx/v1).
+  static absl::StatusOr<std::unique_ptr<LibbpfMaps>> Open(const std::string& pin_dir);
+
+  MapCapacities capacities() const override { return caps_; }
+  absl::Status UpdateService(const kpx_svc_key& key, const kpx_svc& value) override;
+  absl::Status DeleteService(const kpx_svc_key& key) override;
+  absl::StatusOr<std::vector<ServiceEntry>> ListServices() const override;
+  absl::Status UpdateBackend(uint32_t id, const kpx_backend& value) override;
+  absl::StatusOr<std::vector<BackendEntry>> ListBackends() const override;
+  absl::Status ReplaceMaglevTable(uint32_t svc_id, absl::Span<const uint32_t> table) override;
+  absl::Status DeleteMaglevTable(uint32_t svc_id) override;
+  absl::StatusOr<std::vector<uint32_t>> ReadMaglevTable(uint32_t svc_id) const override;
+  absl::StatusOr<std::vector<uint32_t>> ListMaglevIds() const override;
+  absl::Status UpdateNodeAddress(Ipv4 addr) override;
+  absl::Status DeleteNodeAddress(Ipv4 addr) override;
+  absl::StatusOr<std::vector<Ipv4>> ListNodeAddresses() const override;
+  absl::Status UpdateTxPort(int ifindex) override;
+  absl::Status DeleteTxPort(int ifindex) override;
+  absl::StatusOr<std::vector<int>> ListTxPorts() const override;
+  absl::Status WriteConfig(const kpx_config& config) override;
+  absl::StatusOr<kpx_config> ReadConfig() const override;
+  absl::StatusOr<kpx_svc_stats> ReadServiceStats(uint32_t svc_id) const override;
+  absl::Status ClearServiceStats(uint32_t svc_id) override;
+  absl::StatusOr<VerdictCounters> ReadVerdictStats() const override;
+  absl::Status ForEachConntrack(
+      absl::FunctionRef<bool(const kpx_ct_key&, const kpx_ct_entry&)> fn) const override;
+
+ private:
+  LibbpfMaps() = default;
+
+  MapCapacities caps_;
+  int ncpus_ = 1;
+  uint32_t tx_value_size_ = sizeof(uint32_t);
+  UniqueFd services_, backends_, maglev_, ct_, node_addrs_, tx_ports_, svc_stats_, verdict_stats_,
+      config_;
+};
+
+}  // namespace kpx::xdp

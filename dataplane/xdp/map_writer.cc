@@ -1,0 +1,494 @@
+// MapWriter: id allocation, write ordering, adoption and pruning for the
+// eBPF maps. Write order for an upsert (each step leaves a state the BPF
+// programs can use): new backend slots -> the service's new Maglev table
+// (atomic swap) -> kpx_services value -> zero backend slots no rule uses.
+// A shrinking table writes the service value (smaller maglev_m) before the
+// swap, so hash % maglev_m never indexes past the installed table.
+#include "dataplane/xdp/map_writer.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "controller/base/status_macros.h"
+#include "dataplane/xdp/abi_convert.h"
+#include "dataplane/xdp/maglev.h"
+#include "glog/logging.h"
+
+namespace kpx::xdp {
+namespace {
+
+using controller::Backend;
+using controller::FrontendKey;
+using controller::ServiceRule;
+
+uint64_t TableHash(const std::vector<uint32_t>& table) {
+  uint64_t h = 0xcbf29ce484222325ULL ^ table.size();  // FNV-1a over 32-bit words
+  for (uint32_t v : table) {
+    h ^= v;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+uint32_t SvcFlags(const ServiceRule& rule) {
+  uint32_t flags = 0;
+  if (rule.affinity_timeout_s > 0) flags |= KPX_SVC_F_AFFINITY;
+  if (rule.type == controller::FrontendType::kNodePort) flags |= KPX_SVC_F_NODEPORT;
+  if (rule.type != controller::FrontendType::kClusterIP) flags |= KPX_SVC_F_EXTERNAL;
+  if (rule.local_only) flags |= KPX_SVC_F_LOCAL;
+  return flags;
+}
+
+// Every backend of the rule (kept alive for established flows) and the ones
+// new flows may pick: ready ones, else serving ones (translate's graceful-
+// termination fallback); among those the healthy ones, else all of them
+// (fail-open is decided upstream; the dataplane never empties a service the
+// controller gave backends).
+void SelectBackends(const ServiceRule& rule, std::vector<uint64_t>* keep, std::vector<uint64_t>* usable) {
+  absl::flat_hash_set<uint64_t> seen;
+  std::vector<const Backend*> unique;
+  for (const Backend& b : rule.backends) {
+    if (b.ip.IsUnspecified() || b.port == 0) continue;
+    if (seen.insert(AddrKey(b.ip, b.port)).second) unique.push_back(&b);
+  }
+  bool any_ready = false;
+  for (const Backend* b : unique) any_ready |= b->ready;
+  std::vector<const Backend*> candidates;
+  for (const Backend* b : unique) {
+    if (any_ready ? b->ready : b->serving) candidates.push_back(b);
+  }
+  bool any_healthy = false;
+  for (const Backend* b : candidates) any_healthy |= b->healthy;
+  for (const Backend* b : unique) keep->push_back(AddrKey(b->ip, b->port));
+  for (const Backend* b : candidates) {
+    if (b->healthy || !any_healthy) usable->push_back(AddrKey(b->ip, b->port));
+  }
+  std::sort(keep->begin(), keep->end());
+  std::sort(usable->begin(), usable->end());
+}
+
+}  // namespace
+
+MapWriter::MapWriter(BpfMaps* maps, MapWriterOptions options)
+    : maps_(maps),
+      options_(std::move(options)),
+      caps_(maps->capacities()),
+      svc_ids_("kpx_maglev/kpx_svc_stats service ids", caps_.service_ids, options_.id_quarantine),
+      backend_ids_("kpx_backends", caps_.backends, options_.id_quarantine) {}
+
+absl::StatusOr<std::unique_ptr<MapWriter>> MapWriter::Create(BpfMaps* maps, MapWriterOptions options) {
+  if (!options.now) options.now = [] { return absl::Now(); };
+  options.maglev_max_m = std::clamp<uint32_t>(options.maglev_max_m, 2, KPX_MAGLEV_M_MAX);
+  std::unique_ptr<MapWriter> writer(new MapWriter(maps, std::move(options)));
+  KPX_RETURN_IF_ERROR(writer->Adopt());
+  return writer;
+}
+
+bool MapWriter::Serves(const ServiceRule& rule) {
+  return rule.supported && rule.frontend.protocol == controller::Protocol::kTCP;
+}
+
+absl::Status MapWriter::Adopt() {
+  const absl::Time now = options_.now();
+  KPX_ASSIGN_OR_RETURN(std::vector<BackendEntry> backends, maps_->ListBackends());
+  for (const BackendEntry& b : backends) {
+    const uint64_t addr = AddrKey(Ipv4::FromBe(b.value.addr), ntohs(b.value.port));
+    if (!backend_ids_.Reserve(b.id)) continue;  // out of range: cannot be ours
+    if (backends_.contains(addr)) {
+      // Two slots for one address (a crash mid-update): keep the first,
+      // let Prune retire the other once nothing can reference it.
+      stale_backend_ids_.push_back(b.id);
+      ++adoption_.inconsistent;
+      continue;
+    }
+    backends_[addr] = BackendState{b.id, 0};
+    backend_addr_[b.id] = addr;
+  }
+  adoption_.backends = backends_.size();
+
+  KPX_ASSIGN_OR_RETURN(std::vector<ServiceEntry> services, maps_->ListServices());
+  for (const ServiceEntry& e : services) {
+    std::optional<FrontendKey> fk = FrontendFromSvcKey(e.key);
+    if (!fk.has_value() || !svc_ids_.Reserve(e.value.id)) {
+      stale_services_.push_back(e.key);
+      ++adoption_.inconsistent;
+      continue;
+    }
+    FrontendState st;
+    st.key = e.key;
+    st.value = e.value;
+    st.adopted = true;
+    KPX_ASSIGN_OR_RETURN(std::vector<uint32_t> table, maps_->ReadMaglevTable(e.value.id));
+    if (!table.empty()) {
+      ++adoption_.tables;
+      st.maglev_m = static_cast<uint32_t>(table.size());
+      st.table_hash = TableHash(table);
+      absl::flat_hash_set<uint32_t> ids(table.begin(), table.end());
+      for (uint32_t id : ids) {
+        // A slot naming a dead backend makes this table differ from any we
+        // would build: the first upsert rewrites it.
+        if (backend_addr_.contains(id)) st.backend_ids.push_back(id);
+      }
+      std::sort(st.backend_ids.begin(), st.backend_ids.end());
+    }
+    for (uint32_t id : st.backend_ids) ++backends_[backend_addr_[id]].refs;
+    frontends_[*fk] = std::move(st);
+  }
+  adoption_.frontends = frontends_.size();
+  svc_ids_.FinishAdoption(now);
+  backend_ids_.FinishAdoption(now);
+  if (!services.empty() || !backends.empty()) {
+    LOG(INFO) << "xdp: adopted " << adoption_.frontends << " frontends, " << adoption_.backends
+              << " backends, " << adoption_.tables << " Maglev tables from pinned maps ("
+              << adoption_.inconsistent << " inconsistent entries left for Prune)";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MapWriter::Apply(const controller::TableDiff& diff) {
+  absl::Status first;
+  std::vector<const ServiceRule*> retry;
+  for (const ServiceRule& rule : diff.upserts) {
+    absl::Status s = Upsert(rule);
+    if (absl::IsResourceExhausted(s)) {
+      retry.push_back(&rule);
+    } else if (!s.ok() && first.ok()) {
+      first = s;
+    }
+  }
+  for (const FrontendKey& key : diff.removals) {
+    absl::Status s = Remove(key);
+    if (!s.ok() && first.ok()) first = s;
+  }
+  for (const ServiceRule* rule : retry) {
+    absl::Status s = Upsert(*rule);
+    if (!s.ok() && first.ok()) first = s;
+  }
+  return first;
+}
+
+void MapWriter::Rollback(const Txn& txn) {
+  const absl::Time now = options_.now();
+  for (const auto& [addr, from_quarantine] : txn.new_backends) {
+    auto it = backends_.find(addr);
+    if (it == backends_.end()) continue;
+    const uint32_t id = it->second.id;
+    absl::Status s = maps_->UpdateBackend(id, kpx_backend{});
+    if (!s.ok()) LOG(WARNING) << "xdp: rollback of backend slot " << id << ": " << s;
+    backend_addr_.erase(id);
+    backends_.erase(it);
+    if (from_quarantine) {
+      backend_ids_.Release(id, now);  // old flows may still name it
+      quarantined_by_addr_[addr] = id;
+    } else {
+      backend_ids_.Unallocate(id);  // never visible to the programs
+    }
+  }
+  if (txn.new_svc_id != 0) svc_ids_.Unallocate(txn.new_svc_id);
+}
+
+absl::Status MapWriter::Upsert(const ServiceRule& rule) {
+  const FrontendKey& fk = rule.frontend;
+  if (!Serves(rule)) {
+    if (frontends_.contains(fk)) return Remove(fk);
+    return absl::OkStatus();
+  }
+  auto it = frontends_.find(fk);
+  const FrontendState* old = it == frontends_.end() ? nullptr : &it->second;
+
+  std::vector<uint64_t> keep, usable;
+  SelectBackends(rule, &keep, &usable);
+
+  // Room, before any write: a full map must leave this frontend untouched.
+  if (old == nullptr) {
+    if (frontends_.size() >= caps_.services) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "kpx_services is full (", caps_.services, " frontends, KPX_MAX_FRONTENDS); cannot add ",
+          fk.String(), ": remove services or raise the map size"));
+    }
+    if (svc_ids_.available() == 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "kpx_maglev is full (", caps_.service_ids, " slots, KPX_MAX_SERVICES; service ids 1..",
+          caps_.service_ids - 1, " in use); cannot add ", fk.String()));
+    }
+  }
+  size_t needed = 0;
+  for (uint64_t addr : keep) needed += !backends_.contains(addr);
+  if (needed > backend_ids_.available()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "kpx_backends is full (", caps_.backends, " slots, KPX_MAX_BACKENDS): ", fk.String(), " needs ",
+        needed, " new backend slots, ", backend_ids_.available(), " free"));
+  }
+
+  const absl::Time now = options_.now();
+  Txn txn;
+  uint32_t svc_id = 0;
+  if (old != nullptr) {
+    svc_id = old->value.id;
+  } else {
+    KPX_ASSIGN_OR_RETURN(svc_id, svc_ids_.Allocate(now));
+    txn.new_svc_id = svc_id;
+  }
+  for (uint64_t addr : keep) {
+    if (backends_.contains(addr)) continue;
+    uint32_t id = 0;
+    bool from_quarantine = false;
+    if (auto q = quarantined_by_addr_.find(addr); q != quarantined_by_addr_.end()) {
+      if (!backend_addr_.contains(q->second) && backend_ids_.Take(q->second)) {
+        id = q->second;
+        from_quarantine = true;
+      }
+      quarantined_by_addr_.erase(q);
+    }
+    if (id == 0) {
+      absl::StatusOr<uint32_t> got = backend_ids_.Allocate(now);
+      if (!got.ok()) {
+        Rollback(txn);
+        return got.status();
+      }
+      id = *got;
+    }
+    backends_[addr] = BackendState{id, 0};
+    backend_addr_[id] = addr;
+    txn.new_backends.emplace_back(addr, from_quarantine);
+    if (absl::Status s = maps_->UpdateBackend(id, BackendValue(AddrKeyIp(addr), AddrKeyPort(addr)));
+        !s.ok()) {
+      Rollback(txn);
+      return absl::Status(s.code(), absl::StrCat("writing backend slot ", id, " for ", fk.String(), ": ",
+                                                 s.message()));
+    }
+  }
+
+  std::vector<MaglevBackend> entries;
+  entries.reserve(usable.size());
+  for (uint64_t addr : usable) {
+    entries.push_back({backends_[addr].id, MaglevKey(AddrKeyIp(addr), AddrKeyPort(addr))});
+  }
+  const uint32_t n = static_cast<uint32_t>(entries.size());
+  const uint32_t m = ChooseMaglevSizeKeeping(n, old != nullptr ? old->maglev_m : 0, options_.maglev_max_m);
+  std::vector<uint32_t> table = BuildMaglevTable(entries, m);
+  const uint64_t hash = table.empty() ? 0 : TableHash(table);
+
+  kpx_svc value{};
+  value.id = svc_id;
+  value.flags = SvcFlags(rule);
+  value.affinity_timeout_s = rule.affinity_timeout_s;
+  value.backend_count = n;
+  value.maglev_m = n > 0 ? m : 0;
+  const kpx_svc_key key = SvcKey(fk);
+
+  const bool table_changed = n > 0 && (old == nullptr || old->maglev_m != m || old->table_hash != hash);
+  const bool value_changed = old == nullptr || !SameBytes(old->value, value);
+  const bool svc_first = old != nullptr && table_changed && value_changed && old->value.maglev_m > m;
+
+  if (old == nullptr) {
+    // A recycled id must not inherit the counters of its previous service.
+    if (absl::Status s = maps_->ClearServiceStats(svc_id); !s.ok()) {
+      Rollback(txn);
+      return s;
+    }
+  }
+  if (svc_first) {
+    if (absl::Status s = maps_->UpdateService(key, value); !s.ok()) {
+      Rollback(txn);
+      return s;
+    }
+  }
+  if (table_changed) {
+    if (absl::Status s = maps_->ReplaceMaglevTable(svc_id, table); !s.ok()) {
+      if (svc_first) {
+        absl::Status r = maps_->UpdateService(key, old->value);
+        if (!r.ok()) LOG(WARNING) << "xdp: restoring " << fk.String() << " after failed table swap: " << r;
+      }
+      Rollback(txn);
+      return absl::Status(s.code(), absl::StrCat("Maglev table of ", fk.String(), " (service id ", svc_id,
+                                                 ", ", m, " slots): ", s.message()));
+    }
+  }
+
+  FrontendState next;
+  next.key = key;
+  next.value = value;
+  next.maglev_m = table_changed ? m : (old != nullptr ? old->maglev_m : 0);
+  next.table_hash = table_changed ? hash : (old != nullptr ? old->table_hash : 0);
+  absl::Status late;
+  if (value_changed && !svc_first) {
+    if (absl::Status s = maps_->UpdateService(key, value); !s.ok()) {
+      if (old == nullptr) {
+        if (table_changed) maps_->DeleteMaglevTable(svc_id).IgnoreError();
+        Rollback(txn);
+        return s;
+      }
+      // The new table is live (the service still has its old value, which
+      // is consistent with it); keep the new references, retry the value.
+      next.value = old->value;
+      late = absl::Status(s.code(), absl::StrCat("updating ", fk.String(), " in kpx_services (its new Maglev "
+                                                 "table is installed; resend to retry): ", s.message()));
+    }
+  }
+  if (n == 0 && next.maglev_m != 0) {
+    // The value (backend_count 0: reset new flows) is written; the table
+    // can go. On failure keep maglev_m so the next upsert retries.
+    if (absl::Status s = maps_->DeleteMaglevTable(svc_id); s.ok()) {
+      next.maglev_m = 0;
+      next.table_hash = 0;
+    } else if (late.ok()) {
+      late = s;
+    }
+  }
+
+  // Commit: references for the new set before dropping the old set, so a
+  // backend in both never touches zero.
+  for (uint64_t addr : keep) {
+    BackendState& b = backends_[addr];
+    ++b.refs;
+    next.backend_ids.push_back(b.id);
+  }
+  std::sort(next.backend_ids.begin(), next.backend_ids.end());
+  std::vector<uint32_t> old_ids;
+  if (old != nullptr) old_ids = old->backend_ids;
+  frontends_[fk] = std::move(next);
+  for (uint32_t id : old_ids) {
+    absl::Status s = Unref(id);
+    if (!s.ok() && late.ok()) late = s;
+  }
+  return late;
+}
+
+absl::Status MapWriter::Unref(uint32_t id) {
+  auto a = backend_addr_.find(id);
+  if (a == backend_addr_.end()) return absl::OkStatus();
+  BackendState& b = backends_[a->second];
+  if (b.refs > 0) --b.refs;
+  if (b.refs > 0) return absl::OkStatus();
+  return ReleaseBackend(a->second);
+}
+
+absl::Status MapWriter::ReleaseBackend(uint64_t addr) {
+  auto it = backends_.find(addr);
+  if (it == backends_.end()) return absl::OkStatus();
+  const uint32_t id = it->second.id;
+  // addr 0: conntrack hits on this id are answered with RST (clients fail
+  // fast); flows of backends still in some rule are untouched. On failure
+  // the backend stays, unreferenced, and Prune retries.
+  if (absl::Status s = maps_->UpdateBackend(id, kpx_backend{}); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("zeroing backend slot ", id, ": ", s.message()));
+  }
+  backend_addr_.erase(id);
+  backends_.erase(it);
+  backend_ids_.Release(id, options_.now());
+  if (quarantined_by_addr_.size() >= caps_.backends) {
+    absl::erase_if(quarantined_by_addr_, [&](const auto& e) { return backend_ids_.InUse(e.second); });
+  }
+  quarantined_by_addr_[addr] = id;
+  return absl::OkStatus();
+}
+
+absl::Status MapWriter::Remove(const FrontendKey& frontend) {
+  auto it = frontends_.find(frontend);
+  if (it == frontends_.end()) return absl::OkStatus();
+  // The key first: once it is gone no new flow reaches the table or slots.
+  if (absl::Status s = maps_->DeleteService(it->second.key); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("deleting ", frontend.String(), " from kpx_services: ", s.message()));
+  }
+  FrontendState st = std::move(it->second);
+  frontends_.erase(it);
+  absl::Status first;
+  if (st.maglev_m != 0) {
+    // Unreachable now; a failure leaves an orphan table that Prune deletes.
+    first = maps_->DeleteMaglevTable(st.value.id);
+  }
+  for (uint32_t id : st.backend_ids) {
+    absl::Status s = Unref(id);
+    if (!s.ok() && first.ok()) first = s;
+  }
+  svc_ids_.Release(st.value.id, options_.now());
+  return first;
+}
+
+absl::Status MapWriter::Prune(const controller::ServiceTable& desired) {
+  absl::Status first;
+  auto keep_first = [&first](absl::Status s) {
+    if (!s.ok() && first.ok()) first = std::move(s);
+  };
+  std::vector<FrontendKey> stale;
+  for (const auto& [fk, st] : frontends_) {
+    auto d = desired.find(fk);
+    if (d == desired.end() || !Serves(d->second)) stale.push_back(fk);
+  }
+  for (const FrontendKey& fk : stale) keep_first(Remove(fk));
+  size_t stale_services = 0;
+  for (const kpx_svc_key& key : stale_services_) {
+    std::optional<FrontendKey> fk = FrontendFromSvcKey(key);
+    if (fk.has_value() && frontends_.contains(*fk)) continue;  // re-added since, under a valid id
+    keep_first(maps_->DeleteService(key));
+    ++stale_services;
+  }
+  stale_services_.clear();
+  // Backends no rule references: adopted leftovers, or slots whose zeroing
+  // failed earlier.
+  std::vector<uint64_t> unreferenced;
+  for (const auto& [addr, b] : backends_) {
+    if (b.refs == 0) unreferenced.push_back(addr);
+  }
+  for (uint64_t addr : unreferenced) keep_first(ReleaseBackend(addr));
+  for (uint32_t id : stale_backend_ids_) {
+    if (backend_addr_.contains(id)) continue;
+    keep_first(maps_->UpdateBackend(id, kpx_backend{}));
+    backend_ids_.Release(id, options_.now());
+  }
+  stale_backend_ids_.clear();
+  // Tables of no service (a crash between steps, or failed deletes).
+  absl::flat_hash_set<uint32_t> live_ids;
+  for (const auto& [fk, st] : frontends_) {
+    if (st.maglev_m != 0) live_ids.insert(st.value.id);
+  }
+  size_t orphan_tables = 0;
+  absl::StatusOr<std::vector<uint32_t>> ids = maps_->ListMaglevIds();
+  if (ids.ok()) {
+    for (uint32_t id : *ids) {
+      if (live_ids.contains(id)) continue;
+      keep_first(maps_->DeleteMaglevTable(id));
+      ++orphan_tables;
+    }
+  } else {
+    keep_first(ids.status());
+  }
+  for (auto& [fk, st] : frontends_) st.adopted = false;
+  LOG(INFO) << "xdp: prune removed " << stale.size() << " frontends, " << stale_services
+            << " inconsistent services, " << unreferenced.size() << " unused backends, " << orphan_tables
+            << " orphan tables";
+  return first;
+}
+
+std::vector<MapWriter::FrontendInfo> MapWriter::Frontends() const {
+  std::vector<FrontendInfo> out;
+  out.reserve(frontends_.size());
+  for (const auto& [fk, st] : frontends_) {
+    out.push_back(FrontendInfo{fk, st.value, st.backend_ids, st.adopted});
+  }
+  return out;
+}
+
+std::optional<uint32_t> MapWriter::ServiceId(const FrontendKey& frontend) const {
+  auto it = frontends_.find(frontend);
+  if (it == frontends_.end()) return std::nullopt;
+  return it->second.value.id;
+}
+
+std::optional<uint32_t> MapWriter::BackendId(Ipv4 ip, uint16_t port) const {
+  auto it = backends_.find(AddrKey(ip, port));
+  if (it == backends_.end()) return std::nullopt;
+  return it->second.id;
+}
+
+std::optional<std::pair<Ipv4, uint16_t>> MapWriter::BackendAddress(uint32_t id) const {
+  auto it = backend_addr_.find(id);
+  if (it == backend_addr_.end()) return std::nullopt;
+  return std::pair(AddrKeyIp(it->second), AddrKeyPort(it->second));
+}
+
+}  // namespace kpx::xdp

@@ -1,0 +1,446 @@
+// MapWriter against FakeBpfMaps: id allocation and stability, write order,
+// O(1) writes per endpoint change, removal semantics, adoption of pinned
+// state, Prune, capacity errors and rollback.
+#include "dataplane/xdp/map_writer.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <set>
+#include <tuple>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+#include "dataplane/xdp/abi_convert.h"
+#include "dataplane/xdp/fake_bpf_maps.h"
+#include "dataplane/xdp/maglev.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kpx::xdp {
+namespace {
+
+using controller::Backend;
+using controller::FrontendKey;
+using controller::FrontendType;
+using controller::Protocol;
+using controller::ServiceRule;
+using controller::ServiceTable;
+using controller::TableDiff;
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+Ipv4 Ip(const char* s) { return *Ipv4::Parse(s); }
+
+Backend B(const char* ip, uint16_t port = 8080, bool healthy = true) {
+  Backend b;
+  b.ip = Ip(ip);
+  b.port = port;
+  b.healthy = healthy;
+  return b;
+}
+
+ServiceRule Rule(const char* vip, uint16_t port, std::vector<Backend> backends) {
+  ServiceRule r;
+  r.service.service = {"default", std::string("svc-") + vip};
+  r.frontend = FrontendKey{Ip(vip), port, Protocol::kTCP};
+  r.backends = std::move(backends);
+  return r;
+}
+
+class MapWriterTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<MapWriter> NewWriter(FakeBpfMaps* maps) {
+    MapWriterOptions opts;
+    opts.now = [this] { return now_; };
+    absl::StatusOr<std::unique_ptr<MapWriter>> w = MapWriter::Create(maps, opts);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() ? std::move(*w) : nullptr;
+  }
+  kpx_svc Svc(const FakeBpfMaps& maps, const ServiceRule& r) {
+    auto all = maps.services();
+    auto it = all.find(FakeBpfMaps::SvcKeyPacked(SvcKey(r.frontend)));
+    EXPECT_NE(it, all.end()) << r.frontend.String();
+    return it == all.end() ? kpx_svc{} : it->second;
+  }
+  static bool MentionsService(const std::string& op, uint32_t svc_id) {
+    return op == absl::StrCat("ReplaceMaglev ", svc_id, " m=251") ||
+           absl::StrContains(op, absl::StrCat(" id=", svc_id, " ")) ||
+           op == absl::StrCat("DeleteMaglev ", svc_id) || op == absl::StrCat("ClearStats ", svc_id);
+  }
+
+  absl::Time now_ = absl::FromUnixSeconds(1700000000);
+  FakeBpfMaps maps_;
+};
+
+TEST_F(MapWriterTest, NewFrontendWritesBackendsThenTableThenService) {
+  auto w = NewWriter(&maps_);
+  ServiceRule r = Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")});
+  ASSERT_TRUE(w->Upsert(r).ok());
+  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateBackend 1 10.0.0.1:8080", "UpdateBackend 2 10.0.0.2:8080",
+                                       "ClearStats 1", "ReplaceMaglev 1 m=251",
+                                       "UpdateService 10.96.0.10:80/6 id=1 n=2 m=251"));
+  kpx_svc v = Svc(maps_, r);
+  EXPECT_EQ(v.id, 1u);
+  EXPECT_EQ(v.backend_count, 2u);
+  EXPECT_EQ(v.flags, 0u);
+  // The table is exactly what the pure builder makes from the addresses.
+  std::vector<MaglevBackend> expect = {{1, MaglevKey(Ip("10.0.0.1"), 8080)}, {2, MaglevKey(Ip("10.0.0.2"), 8080)}};
+  EXPECT_EQ(maps_.maglev(1), BuildMaglevTable(expect, 251));
+  EXPECT_EQ(maps_.backend(2).addr, Ip("10.0.0.2").be());
+  EXPECT_EQ(ntohs(maps_.backend(2).port), 8080);
+}
+
+TEST_F(MapWriterTest, FlagsFromRule) {
+  auto w = NewWriter(&maps_);
+  ServiceRule r = Rule("0.0.0.0", 30080, {B("10.0.0.1")});
+  r.type = FrontendType::kNodePort;
+  r.affinity_timeout_s = 10800;
+  r.local_only = true;
+  ASSERT_TRUE(w->Upsert(r).ok());
+  kpx_svc v = Svc(maps_, r);
+  EXPECT_EQ(v.flags, KPX_SVC_F_AFFINITY | KPX_SVC_F_NODEPORT | KPX_SVC_F_EXTERNAL | KPX_SVC_F_LOCAL);
+  EXPECT_EQ(v.affinity_timeout_s, 10800u);
+}
+
+TEST_F(MapWriterTest, IdsStableAndBackendsSharedAcrossServices) {
+  auto w = NewWriter(&maps_);
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")})).ok());
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.2"), B("10.0.0.3")})).ok());
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.10"), 80}), 1u);
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.11"), 80}), 2u);
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.2"), 8080), 2u);  // one id for both services
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.3"), 8080), 3u);
+  // Changing the first service keeps its id and the shared backend's id.
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.2"), B("10.0.0.4")})).ok());
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.10"), 80}), 1u);
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.2"), 8080), 2u);
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.4"), 8080), 4u);
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.1"), 8080), std::nullopt);
+  EXPECT_EQ(maps_.backend(1).addr, 0u);  // 10.0.0.1 left every rule: zeroed
+}
+
+TEST_F(MapWriterTest, OneEndpointChangeTouchesOnlyThatService) {
+  auto w = NewWriter(&maps_);
+  ServiceRule a = Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")});
+  ServiceRule b = Rule("10.96.0.11", 80, {B("10.0.0.2"), B("10.0.0.3")});
+  ASSERT_TRUE(w->Upsert(a).ok());
+  ASSERT_TRUE(w->Upsert(b).ok());
+  const std::vector<uint32_t> b_table = maps_.maglev(2);
+  maps_.ClearOps();
+  a.backends.push_back(B("10.0.0.9"));
+  ASSERT_TRUE(w->Upsert(a).ok());
+  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateBackend 4 10.0.0.9:8080", "ReplaceMaglev 1 m=509",
+                                       "UpdateService 10.96.0.10:80/6 id=1 n=3 m=509"));
+  for (const std::string& op : maps_.ops()) EXPECT_FALSE(MentionsService(op, 2)) << op;
+  EXPECT_EQ(maps_.maglev(2), b_table);
+
+  // Marking a backend unhealthy: same service, table only (the slot stays
+  // alive for its established flows).
+  maps_.ClearOps();
+  a.backends[0].healthy = false;
+  ASSERT_TRUE(w->Upsert(a).ok());
+  EXPECT_THAT(maps_.ops(), ElementsAre("ReplaceMaglev 1 m=509", "UpdateService 10.96.0.10:80/6 id=1 n=2 m=509"));
+  EXPECT_EQ(maps_.backend(1).addr, Ip("10.0.0.1").be());
+  EXPECT_THAT(maps_.maglev(1), Not(Contains(1u)));
+}
+
+TEST_F(MapWriterTest, ReapplyingSameRuleWritesNothing) {
+  auto w = NewWriter(&maps_);
+  ServiceRule a = Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")});
+  ASSERT_TRUE(w->Upsert(a).ok());
+  maps_.ClearOps();
+  ASSERT_TRUE(w->Upsert(a).ok());
+  std::reverse(a.backends.begin(), a.backends.end());  // order does not matter
+  ASSERT_TRUE(w->Upsert(a).ok());
+  ASSERT_TRUE(w->Remove({Ip("10.96.0.99"), 80}).ok());  // unknown: no-op
+  EXPECT_THAT(maps_.ops(), IsEmpty());
+}
+
+TEST_F(MapWriterTest, RemovalDeletesKeyThenTableAndZeroesOnlyUnusedBackends) {
+  auto w = NewWriter(&maps_);
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")})).ok());
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.2"), B("10.0.0.3")})).ok());
+  maps_.ClearOps();
+  TableDiff diff;
+  diff.removals.push_back({Ip("10.96.0.10"), 80});
+  ASSERT_TRUE(w->Apply(diff).ok());
+  EXPECT_THAT(maps_.ops(),
+              ElementsAre("DeleteService 10.96.0.10:80/6", "DeleteMaglev 1", "UpdateBackend 1 0.0.0.0:0"));
+  EXPECT_EQ(maps_.backend(2).addr, Ip("10.0.0.2").be());  // still used by the other service
+  EXPECT_EQ(maps_.services().size(), 1u);
+  EXPECT_TRUE(maps_.maglev(1).empty());
+  // Again: idempotent.
+  maps_.ClearOps();
+  ASSERT_TRUE(w->Apply(diff).ok());
+  EXPECT_THAT(maps_.ops(), IsEmpty());
+}
+
+TEST_F(MapWriterTest, BackendMovingBetweenFrontendsInOneDiffKeepsItsSlot) {
+  auto w = NewWriter(&maps_);
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1")})).ok());
+  maps_.ClearOps();
+  TableDiff diff;  // e.g. a Service renamed: same endpoints, new VIP
+  diff.removals.push_back({Ip("10.96.0.10"), 80});
+  diff.upserts.push_back(Rule("10.96.0.20", 80, {B("10.0.0.1")}));
+  ASSERT_TRUE(w->Apply(diff).ok());
+  for (const std::string& op : maps_.ops()) EXPECT_THAT(op, Not(StartsWith("UpdateBackend"))) << op;
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.1"), 8080), 1u);
+}
+
+TEST_F(MapWriterTest, NoBackendsMeansRejectWithoutTable) {
+  auto w = NewWriter(&maps_);
+  ServiceRule r = Rule("10.96.0.10", 80, {B("10.0.0.1")});
+  ASSERT_TRUE(w->Upsert(r).ok());
+  maps_.ClearOps();
+  r.backends.clear();
+  ASSERT_TRUE(w->Upsert(r).ok());
+  // Value (backend_count 0) before the table goes, then the slot.
+  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateService 10.96.0.10:80/6 id=1 n=0 m=0", "DeleteMaglev 1",
+                                       "UpdateBackend 1 0.0.0.0:0"));
+  ServiceRule empty = Rule("10.96.0.11", 80, {});
+  maps_.ClearOps();
+  ASSERT_TRUE(w->Upsert(empty).ok());
+  EXPECT_THAT(maps_.ops(), ElementsAre("ClearStats 2", "UpdateService 10.96.0.11:80/6 id=2 n=0 m=0"));
+}
+
+TEST_F(MapWriterTest, AllUnhealthyUsesAllBackends) {
+  auto w = NewWriter(&maps_);
+  ServiceRule r = Rule("10.96.0.10", 80, {B("10.0.0.1", 80, false), B("10.0.0.2", 80, false)});
+  ASSERT_TRUE(w->Upsert(r).ok());
+  EXPECT_EQ(Svc(maps_, r).backend_count, 2u);
+  const std::vector<uint32_t> table = maps_.maglev(1);
+  std::set<uint32_t> ids(table.begin(), table.end());
+  EXPECT_THAT(ids, ElementsAre(1u, 2u));
+}
+
+TEST_F(MapWriterTest, ShrinkingTableWritesSmallerSizeFirst) {
+  auto w = NewWriter(&maps_);
+  std::vector<Backend> many;
+  for (int i = 1; i <= 30; ++i) many.push_back(B(absl::StrCat("10.0.1.", i).c_str()));
+  ServiceRule r = Rule("10.96.0.10", 80, many);
+  ASSERT_TRUE(w->Upsert(r).ok());
+  EXPECT_EQ(Svc(maps_, r).maglev_m, 4093u);
+  maps_.ClearOps();
+  r.backends.resize(1);
+  ASSERT_TRUE(w->Upsert(r).ok());
+  std::vector<std::string> ops = maps_.ops();
+  ASSERT_GE(ops.size(), 2u);
+  EXPECT_EQ(ops[0], "UpdateService 10.96.0.10:80/6 id=1 n=1 m=251");
+  EXPECT_EQ(ops[1], "ReplaceMaglev 1 m=251");
+}
+
+TEST_F(MapWriterTest, UnsupportedAndUdpIgnored) {
+  auto w = NewWriter(&maps_);
+  ServiceRule udp = Rule("10.96.0.10", 53, {B("10.0.0.1", 53)});
+  udp.frontend.protocol = Protocol::kUDP;
+  ServiceRule unsupported = Rule("10.96.0.11", 80, {B("10.0.0.1")});
+  unsupported.supported = false;
+  ASSERT_TRUE(w->Upsert(udp).ok());
+  ASSERT_TRUE(w->Upsert(unsupported).ok());
+  EXPECT_THAT(maps_.ops(), IsEmpty());
+}
+
+TEST_F(MapWriterTest, FullServicesMapIsClearErrorAndChangesNothing) {
+  FakeBpfMaps small(MapCapacities{.services = 2, .service_ids = 16, .backends = 16});
+  auto w = NewWriter(&small);
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1")})).ok());
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.1")})).ok());
+  small.ClearOps();
+  absl::Status s = w->Upsert(Rule("10.96.0.12", 80, {B("10.0.0.2")}));
+  EXPECT_TRUE(absl::IsResourceExhausted(s)) << s;
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("kpx_services"), HasSubstr("2 frontends"),
+                                             HasSubstr("10.96.0.12:80/TCP")));
+  EXPECT_THAT(small.ops(), IsEmpty());
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.2"), 8080), std::nullopt);
+  // Updating an existing frontend still works at capacity.
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.1"), B("10.0.0.3")})).ok());
+}
+
+TEST_F(MapWriterTest, FullBackendsMapIsClearErrorAndChangesNothing) {
+  FakeBpfMaps small(MapCapacities{.services = 16, .service_ids = 16, .backends = 4});  // ids 1..3
+  auto w = NewWriter(&small);
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")})).ok());
+  small.ClearOps();
+  absl::Status s = w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.3"), B("10.0.0.4")}));
+  EXPECT_TRUE(absl::IsResourceExhausted(s)) << s;
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("kpx_backends"), HasSubstr("4 slots"),
+                                             HasSubstr("needs 2 new"), HasSubstr("1 free")));
+  EXPECT_THAT(small.ops(), IsEmpty());
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.11"), 80}), std::nullopt);
+  // Room appears when the first service goes: Apply retries after removals.
+  TableDiff diff;
+  diff.upserts.push_back(Rule("10.96.0.11", 80, {B("10.0.0.3"), B("10.0.0.4")}));
+  diff.removals.push_back({Ip("10.96.0.10"), 80});
+  now_ += absl::Hours(1);
+  EXPECT_TRUE(w->Apply(diff).ok());
+  EXPECT_TRUE(w->ServiceId({Ip("10.96.0.11"), 80}).has_value());
+}
+
+TEST_F(MapWriterTest, FailedTableWriteRollsBackNewFrontend) {
+  auto w = NewWriter(&maps_);
+  maps_.FailNext("ReplaceMaglev", absl::InternalError("ENOMEM"));
+  absl::Status s = w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1")}));
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("Maglev table of 10.96.0.10:80/TCP"));
+  EXPECT_TRUE(maps_.services().empty());
+  EXPECT_EQ(maps_.backend(1).addr, 0u);  // the slot written first was zeroed again
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.10"), 80}), std::nullopt);
+  // The resend succeeds and reuses the rolled-back ids (never visible).
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1")})).ok());
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.10"), 80}), 1u);
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.1"), 8080), 1u);
+}
+
+TEST_F(MapWriterTest, FailedTableWriteKeepsExistingFrontendAsItWas) {
+  auto w = NewWriter(&maps_);
+  ServiceRule r = Rule("10.96.0.10", 80, {B("10.0.0.1")});
+  ASSERT_TRUE(w->Upsert(r).ok());
+  const std::vector<uint32_t> before = maps_.maglev(1);
+  maps_.FailNext("ReplaceMaglev", absl::InternalError("ENOMEM"));
+  r.backends.push_back(B("10.0.0.2"));
+  EXPECT_FALSE(w->Upsert(r).ok());
+  EXPECT_EQ(maps_.maglev(1), before);
+  EXPECT_EQ(maps_.backend(2).addr, 0u);
+  EXPECT_EQ(Svc(maps_, r).backend_count, 1u);
+  ASSERT_TRUE(w->Upsert(r).ok());
+  EXPECT_EQ(Svc(maps_, r).backend_count, 2u);
+}
+
+TEST_F(MapWriterTest, ReleasedIdsAreQuarantinedButSameAddressKeepsItsId) {
+  auto w = NewWriter(&maps_);
+  ServiceRule r = Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")});
+  ASSERT_TRUE(w->Upsert(r).ok());
+  r.backends = {B("10.0.0.2")};
+  ASSERT_TRUE(w->Upsert(r).ok());  // 10.0.0.1 (id 1) released
+  r.backends = {B("10.0.0.2"), B("10.0.0.3")};
+  ASSERT_TRUE(w->Upsert(r).ok());
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.3"), 8080), 3u);  // not the quarantined 1
+  r.backends = {B("10.0.0.1"), B("10.0.0.2"), B("10.0.0.3")};
+  ASSERT_TRUE(w->Upsert(r).ok());
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.1"), 8080), 1u);  // came back: same id
+  // Service ids too: a removed frontend's id is not the next one handed out.
+  ASSERT_TRUE(w->Remove(r.frontend).ok());
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.1")})).ok());
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.11"), 80}), 2u);
+}
+
+TEST_F(MapWriterTest, AdoptionReproducesIdsAndWritesNothingForSameRules) {
+  ServiceTable table;
+  for (auto& r : {Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")}),
+                  Rule("10.96.0.11", 443, {B("10.0.0.2", 8443), B("10.0.0.3", 8443)}),
+                  Rule("10.96.0.12", 80, {})}) {
+    table[r.frontend] = r;
+  }
+  ServiceRule np = Rule("0.0.0.0", 30080, {B("10.0.0.4")});
+  np.type = FrontendType::kNodePort;
+  table[np.frontend] = np;
+  std::vector<std::optional<uint32_t>> svc_ids, backend_ids;
+  auto ids_of = [&](const MapWriter& w) {
+    std::vector<std::optional<uint32_t>> svcs, backends;
+    for (const auto& [fk, r] : table) {
+      svcs.push_back(w.ServiceId(fk));
+      for (const Backend& b : r.backends) backends.push_back(w.BackendId(b.ip, b.port));
+    }
+    return std::pair(svcs, backends);
+  };
+  {
+    auto first = NewWriter(&maps_);
+    // Churn first so ids are not simply 1..n.
+    ASSERT_TRUE(first->Upsert(Rule("10.96.0.99", 80, {B("10.0.0.99")})).ok());
+    ASSERT_TRUE(first->Apply(controller::Diff(table, {})).ok());
+    ASSERT_TRUE(first->Remove({Ip("10.96.0.99"), 80}).ok());
+    std::tie(svc_ids, backend_ids) = ids_of(*first);
+  }
+  auto second = NewWriter(&maps_);
+  EXPECT_EQ(second->adoption().frontends, 4u);
+  EXPECT_EQ(second->adoption().backends, 5u);  // 10.0.0.2:8080 and :8443 are two
+  EXPECT_EQ(second->adoption().tables, 3u);
+  auto [svc_ids2, backend_ids2] = ids_of(*second);
+  EXPECT_EQ(svc_ids2, svc_ids);
+  EXPECT_EQ(backend_ids2, backend_ids);
+  EXPECT_THAT(svc_ids, Not(Contains(std::nullopt)));
+  maps_.ClearOps();
+  ASSERT_TRUE(second->Apply(controller::Diff(table, {})).ok());
+  EXPECT_THAT(maps_.ops(), IsEmpty());
+  ASSERT_TRUE(second->Prune(table).ok());
+  EXPECT_THAT(maps_.ops(), IsEmpty());
+  // New ids after adoption do not collide with adopted or released ones.
+  ASSERT_TRUE(second->Upsert(Rule("10.96.0.13", 80, {B("10.0.0.7")})).ok());
+  EXPECT_EQ(second->ServiceId({Ip("10.96.0.13"), 80}), 6u);
+  EXPECT_EQ(second->BackendId(Ip("10.0.0.7"), 8080), 7u);
+}
+
+TEST_F(MapWriterTest, AdoptionOfStateWrittenByHand) {
+  // What an older kpxd (or a crash mid-update) could leave: a service, its
+  // table, a backend no table uses, and an orphan table.
+  kpx_svc_key key = SvcKey({Ip("10.96.0.10"), 80});
+  ASSERT_TRUE(maps_.UpdateBackend(7, BackendValue(Ip("10.0.0.1"), 8080)).ok());
+  ASSERT_TRUE(maps_.UpdateBackend(9, BackendValue(Ip("10.0.0.2"), 8080)).ok());
+  ASSERT_TRUE(maps_.UpdateBackend(11, BackendValue(Ip("10.0.0.9"), 8080)).ok());
+  std::vector<MaglevBackend> entries = {{7, MaglevKey(Ip("10.0.0.1"), 8080)}, {9, MaglevKey(Ip("10.0.0.2"), 8080)}};
+  ASSERT_TRUE(maps_.ReplaceMaglevTable(3, BuildMaglevTable(entries, 251)).ok());
+  ASSERT_TRUE(maps_.ReplaceMaglevTable(5, BuildMaglevTable(entries, 251)).ok());  // orphan
+  kpx_svc v{};
+  v.id = 3;
+  v.backend_count = 2;
+  v.maglev_m = 251;
+  ASSERT_TRUE(maps_.UpdateService(key, v).ok());
+  maps_.ClearOps();
+
+  auto w = NewWriter(&maps_);
+  EXPECT_THAT(maps_.ops(), IsEmpty());  // adoption only reads
+  ServiceRule r = Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")});
+  ServiceTable desired{{r.frontend, r}};
+  ASSERT_TRUE(w->Upsert(r).ok());
+  EXPECT_THAT(maps_.ops(), IsEmpty());
+  EXPECT_EQ(w->ServiceId(r.frontend), 3u);
+  // Prune: the unused backend slot and the orphan table go, nothing else.
+  ASSERT_TRUE(w->Prune(desired).ok());
+  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateBackend 11 0.0.0.0:0", "DeleteMaglev 5"));
+  // A new backend id is neither adopted nor freed-at-adoption (quarantined).
+  r.backends.push_back(B("10.0.0.3"));
+  ASSERT_TRUE(w->Upsert(r).ok());
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.3"), 8080), 12u);
+}
+
+TEST_F(MapWriterTest, PruneRemovesOnlyStaleFrontends) {
+  ServiceTable table;
+  for (auto& r : {Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")}),
+                  Rule("10.96.0.11", 80, {B("10.0.0.2"), B("10.0.0.3")}),
+                  Rule("10.96.0.12", 80, {B("10.0.0.4")})}) {
+    table[r.frontend] = r;
+  }
+  { ASSERT_TRUE(NewWriter(&maps_)->Apply(controller::Diff(table, {})).ok()); }
+  auto w = NewWriter(&maps_);
+  table.erase(FrontendKey{Ip("10.96.0.11"), 80});
+  maps_.ClearOps();
+  ASSERT_TRUE(w->Apply(controller::Diff(table, {})).ok());
+  EXPECT_THAT(maps_.ops(), IsEmpty());
+  ASSERT_TRUE(w->Prune(table).ok());
+  EXPECT_THAT(maps_.ops(), ElementsAre("DeleteService 10.96.0.11:80/6", "DeleteMaglev 2",
+                                       "UpdateBackend 3 0.0.0.0:0"));
+  EXPECT_EQ(maps_.services().size(), 2u);
+  EXPECT_EQ(maps_.backend(2).addr, Ip("10.0.0.2").be());  // still used by .10
+}
+
+TEST_F(MapWriterTest, AdoptedFrontendsAreMarkedUntilPrune) {
+  { ASSERT_TRUE(NewWriter(&maps_)->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1")})).ok()); }
+  auto w = NewWriter(&maps_);
+  ASSERT_EQ(w->Frontends().size(), 1u);
+  EXPECT_TRUE(w->Frontends()[0].adopted);
+  EXPECT_THAT(w->Frontends()[0].backend_ids, ElementsAre(1u));
+  ASSERT_TRUE(w->Prune(ServiceTable{}).ok());
+  EXPECT_TRUE(w->Frontends().empty());
+  EXPECT_TRUE(maps_.services().empty());
+  EXPECT_EQ(maps_.backend(1).addr, 0u);
+}
+
+}  // namespace
+}  // namespace kpx::xdp
