@@ -1,0 +1,160 @@
+// kpxd's reconcile loop and lifecycle.
+#include "tools/kpxd/daemon.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "controller/base/status_macros.h"
+#include "glog/logging.h"
+#include "nlohmann/json.hpp"
+
+namespace kpx::kpxd {
+
+using controller::Reconciler;
+using controller::SourceUpdate;
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
+  std::unique_ptr<Daemon> d(new Daemon(std::move(options)));
+  if (d->loop_.fd() < 0) return absl::InternalError("eventfd for the reconcile loop failed");
+  if (d->options_.dataplane != "auto" && d->options_.dataplane != "uring") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dataplane=", d->options_.dataplane, ": only 'uring' and 'auto' are available"));
+  }
+  auto proxy = uring::UringProxy::Create(d->options_.uring);
+  if (!proxy.ok()) {
+    return absl::Status(proxy.status().code(),
+                        absl::StrCat("io_uring dataplane: ", proxy.status().message()));
+  }
+  d->uring_ = proxy->get();
+  d->dataplane_ = std::move(*proxy);
+
+  KPX_ASSIGN_OR_RETURN(d->manifests_,
+                       controller::ManifestDirSource::Create(d->options_.manifest_dir));
+  d->reconciler_ = std::make_unique<Reconciler>(d->options_.node, d->dataplane_.get());
+  return d;
+}
+
+Daemon::~Daemon() = default;
+
+// Programs a batch of file updates as one diff and records how long the
+// oldest change took to reach the dataplane.
+void Daemon::ApplyUpdates(std::vector<SourceUpdate> updates) {
+  if (updates.empty()) return;
+  absl::Time oldest = updates.front().observed;
+  std::vector<Reconciler::SourceChange> changes;
+  changes.reserve(updates.size());
+  for (SourceUpdate& u : updates) {
+    oldest = std::min(oldest, u.observed);
+    if (u.kind == SourceUpdate::Kind::kReplace) {
+      changes.push_back({u.source, std::move(u.objects)});
+    } else {
+      changes.push_back({u.source, std::nullopt});
+    }
+  }
+  absl::Status s = reconciler_->UpdateMany(std::move(changes));
+  for (const std::string& w : reconciler_->TakeWarnings()) LOG(WARNING) << w;
+  if (!s.ok()) {
+    LOG(ERROR) << "programming the dataplane failed: " << s.message() << " (will retry)";
+    return;
+  }
+  last_programming_latency_ = absl::Now() - oldest;
+  LOG(INFO) << "applied " << updates.size() << " source change(s): "
+            << reconciler_->stats().frontends << " frontends; change -> dataplane programmed in "
+            << absl::FormatDuration(last_programming_latency_);
+}
+
+void Daemon::WriteStatus() {
+  if (options_.status_file.empty()) return;
+  nlohmann::json errors = nlohmann::json::object();
+  for (const auto& [file, error] : manifests_->stats().file_errors) {
+    if (!error.empty()) errors[file] = error;
+  }
+  const auto& st = reconciler_->stats();
+  nlohmann::json status = {
+      {"dataplane", std::string(dataplane_->Name())},
+      {"in_sync", reconciler_->in_sync()},
+      {"frontends", st.frontends},
+      {"services", st.services},
+      {"syncs", st.syncs},
+      {"sync_errors", st.sync_errors},
+      {"endpoint_changes", st.endpoint_changes},
+      {"last_sync_duration_us", absl::ToInt64Microseconds(st.last_sync_duration)},
+      {"last_programming_latency_us", absl::ToInt64Microseconds(last_programming_latency_)},
+      {"parse_errors", manifests_->stats().parse_errors},
+      {"files", manifests_->loaded_files()},
+      {"updates", manifests_->stats().updates},
+      {"file_errors", std::move(errors)},
+  };
+  std::string tmp = options_.status_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << status.dump() << "\n";
+  }
+  if (std::rename(tmp.c_str(), options_.status_file.c_str()) != 0) {
+    PLOG(WARNING) << "cannot write --status-file " << options_.status_file;
+  }
+}
+
+int Daemon::Run(int signal_fd) {
+  LOG(INFO) << "kpxd starting: node " << options_.node.name << ", dataplane "
+            << dataplane_->Name() << ", manifests " << options_.manifest_dir;
+  ApplyUpdates(manifests_->Rescan());
+  // Whatever a previous kpxd left in the dataplane and the first sync did not
+  // claim goes now, not before: a restart never interrupts live rules.
+  if (absl::Status s = dataplane_->Prune(reconciler_->desired()); !s.ok()) {
+    LOG(WARNING) << "pruning state left by a previous kpxd: " << s.message();
+  }
+  WriteStatus();
+  LOG(INFO) << "initial sync done: " << reconciler_->stats().frontends << " frontends, "
+            << reconciler_->stats().services << " services";
+
+  bool running = true;
+  while (running) {
+    pollfd fds[3] = {{manifests_->fd(), POLLIN, 0}, {signal_fd, POLLIN, 0},
+                     {loop_.fd(), POLLIN, 0}};
+    int n = poll(fds, 3, reconciler_->in_sync() ? -1 : 1000);
+    if (n < 0 && errno != EINTR) PLOG(FATAL) << "poll";
+    if (!reconciler_->in_sync()) {
+      if (absl::Status s = reconciler_->Resync(); !s.ok()) LOG(ERROR) << "resync: " << s.message();
+    }
+    if (n > 0 && (fds[2].revents & POLLIN)) loop_.RunPending();
+    if (n > 0 && (fds[0].revents & POLLIN)) ApplyUpdates(manifests_->ReadEvents());
+    if (n > 0 && (fds[1].revents & POLLIN)) {
+      signalfd_siginfo si;
+      while (read(signal_fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+          LOG(INFO) << "SIGHUP: rescanning " << options_.manifest_dir;
+          ApplyUpdates(manifests_->Rescan());
+        } else {
+          LOG(INFO) << "signal " << si.ssi_signo << ": draining (up to "
+                    << absl::FormatDuration(options_.drain_timeout) << ")";
+          running = false;
+        }
+      }
+    }
+    WriteStatus();
+  }
+  Shutdown();
+  LOG(INFO) << "kpxd stopped";
+  return 0;
+}
+
+void Daemon::Shutdown() {
+  if (uring_ != nullptr) {
+    uring_->StopAccepting();
+    bool idle = uring_->WaitIdle(options_.drain_timeout);
+    LOG(INFO) << (idle ? "all connections finished" : "drain timeout reached; closing the rest");
+    uring_->Shutdown();
+  }
+}
+
+}  // namespace kpx::kpxd

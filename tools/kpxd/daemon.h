@@ -1,0 +1,54 @@
+// Daemon: kpxd's wiring. Owns the sources, the reconciler, the dataplane and
+// the single reconcile loop (poll over the manifest directory, signals and the
+// LoopQueue). main.cc only turns flags into DaemonOptions.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "controller/base/loop_queue.h"
+#include "controller/reconciler.h"
+#include "controller/source/manifest_dir_source.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/uring/uring_proxy.h"
+
+namespace kpx::kpxd {
+
+struct DaemonOptions {
+  std::string manifest_dir;
+  controller::NodeInfo node;
+  std::string dataplane = "auto";  // auto|uring (xdp when it lands)
+  uring::UringProxyOptions uring;
+  absl::Duration drain_timeout = absl::Seconds(30);
+  std::string status_file;
+};
+
+class Daemon {
+ public:
+  static absl::StatusOr<std::unique_ptr<Daemon>> Create(DaemonOptions options);
+  ~Daemon();
+
+  // Runs until SIGTERM/SIGINT arrives on `signal_fd` (a signalfd; SIGHUP
+  // rescans the manifest directory). Drains and returns the exit code.
+  int Run(int signal_fd);
+
+  LoopQueue& loop() { return loop_; }
+
+ private:
+  explicit Daemon(DaemonOptions options) : options_(std::move(options)) {}
+  void ApplyUpdates(std::vector<controller::SourceUpdate> updates);
+  void WriteStatus();
+  void Shutdown();
+
+  DaemonOptions options_;
+  LoopQueue loop_;
+  std::unique_ptr<dataplane::Dataplane> dataplane_;
+  uring::UringProxy* uring_ = nullptr;  // dataplane_ when it is the io_uring proxy
+  std::unique_ptr<controller::Reconciler> reconciler_;
+  std::unique_ptr<controller::ManifestDirSource> manifests_;
+  absl::Duration last_programming_latency_;
+};
+
+}  // namespace kpx::kpxd
