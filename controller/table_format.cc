@@ -10,8 +10,6 @@
 #include "nlohmann/json.hpp"
 
 namespace kpx::controller {
-namespace {
-
 std::vector<const ServiceRule*> DisplayOrder(const ServiceTable& table) {
   std::vector<const ServiceRule*> rules;
   rules.reserve(table.size());
@@ -22,6 +20,8 @@ std::vector<const ServiceRule*> DisplayOrder(const ServiceTable& table) {
   });
   return rules;
 }
+
+namespace {
 
 std::string FrontendIp(const FrontendKey& key) {
   return key.ip.IsUnspecified() ? "*" : key.ip.ToString();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "controller/translate.h"
 #include "nlohmann/json_fwd.hpp"
@@ -16,6 +17,9 @@ namespace kpx::controller {
 // Entries are ordered by service, port name, frontend type, then address.
 nlohmann::ordered_json TableToJson(const TranslateResult& result);
 nlohmann::ordered_json RuleToJson(const ServiceRule& rule);
+
+// The rules ordered for display: service, port name, frontend type, address.
+std::vector<const ServiceRule*> DisplayOrder(const ServiceTable& table);
 
 // One row per frontend: SERVICE TYPE FRONTEND POLICY AFFINITY BACKENDS.
 std::string TableToText(const TranslateResult& result);

@@ -88,6 +88,7 @@ cp config/examples/flask.yaml "$MANIFESTS/"
 say "kpxd in the node namespace, io_uring dataplane, watching $MANIFESTS"
 tools/lab.sh exec node "$REPO/build/tools/kpxd" --manifest-dir "$MANIFESTS" \
   --hostname-override a4-worker3 --status-file "$STATUS" --dataplane uring \
+  --admin-socket "$WORK/kpxd.sock" \
   >"$WORK/kpxd.log" 2>&1 &
 KPXD_PID=$!
 wait_updates 0
@@ -107,6 +108,9 @@ spread 40
 say "pod2's server killed (tools/lab.sh pod-stop 2): kpxd retries another pod"
 tools/lab.sh pod-stop 2
 spread 40
+
+say "kpxctl get backends default/flask-svc (per-backend connections, failed connects)"
+build/tools/kpxctl --socket "$WORK/kpxd.sock" get backends default/flask-svc
 
 say "pod2 restarted"
 tools/lab.sh pod-start 2

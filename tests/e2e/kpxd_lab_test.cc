@@ -206,7 +206,8 @@ class KpxdLabTest : public ::testing::Test {
       std::string status = work_ + "/status.json";
       execlp("ip", "ip", "netns", "exec", ns.c_str(), kpxd.c_str(), "--manifest-dir",
              mdir.c_str(), "--hostname-override", "a4-worker3", "--status-file", status.c_str(),
-             "--dataplane", "uring", "--drain-timeout", "2s", static_cast<char*>(nullptr));
+             "--dataplane", "uring", "--drain-timeout", "2s", "--admin-socket",
+             (work_ + "/kpxd.sock").c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
     ASSERT_GT(pid_, 0);
@@ -436,6 +437,32 @@ endpoints:
     EXPECT_EQ(ReadToEof(fd), absl::StrFormat("%d %016x\n", kTotal, hash));
     close(fd);
   });
+}
+
+std::string Kpxctl(const std::string& args) {
+  return kpx::testing::BinaryPath("tools/kpxctl") + " " + args;
+}
+
+TEST_F(KpxdLabTest, AdminApiShowsRulesCountersAndErrors) {
+  CopyExample("flask.yaml");
+  StartKpxd();
+  ASSERT_EQ(Requests(8).failed, 0);
+  std::string sock = "--socket " + work_ + "/kpxd.sock ";
+  std::string out = ShOut(Kpxctl(sock + "get services default/flask-svc -o json"));
+  EXPECT_THAT(out, HasSubstr("\"programmed\": true"));
+  EXPECT_THAT(out, HasSubstr("\"dataplane\": \"uring\""));
+  EXPECT_THAT(out, HasSubstr("\"total\": 8")) << out;  // frontend connection counter
+  out = ShOut(Kpxctl(sock + "get backends default/flask-svc"));
+  EXPECT_THAT(out, HasSubstr("10.244.3.3:5000"));
+  EXPECT_THAT(out, HasSubstr("HEALTHY"));
+  // Unknown service: exit 1 and kpxd's error message; nothing changes.
+  EXPECT_EQ(Sh(Kpxctl(sock + "get services default/nope >/dev/null 2>&1")), 1);
+  EXPECT_THAT(ShOut(Kpxctl(sock + "get services default/nope 2>&1")), HasSubstr("not found"));
+  // The socket is root-only: an unprivileged user cannot talk to kpxd.
+  EXPECT_EQ(Sh("setpriv --reuid=65534 --regid=65534 --clear-groups " + Kpxctl(sock + "version") +
+               " >/dev/null 2>&1"),
+            3);
+  EXPECT_EQ(Sh(Kpxctl(sock + "version >/dev/null")), 0);
 }
 
 TEST_F(KpxdLabTest, SigtermExitsCleanlyAndRemovesVips) {

@@ -1,9 +1,15 @@
 // kpxctl: the operator CLI. `render` works offline on manifests; the live
 // commands (get, endpoints, drain, trace...) talk to kpxd's admin API.
+#include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <sstream>
 #include <iostream>
 #include <string>
 #include <vector>
+
+#include <httplib.h>
+#include <sys/socket.h>
 
 #include "CLI/CLI.hpp"
 #include "controller/manifest_loader.h"
@@ -41,6 +47,174 @@ int RunRender(const RenderArgs& args) {
   return 0;
 }
 
+// ---------------------------------------------------------------- live commands
+
+struct LiveArgs {
+  std::string socket = "/run/kpx/kpxd.sock";
+  std::string output = "table";
+};
+
+// GET `path` from kpxd's admin API. Exit codes: 0 ok, 1 kpxd said no (4xx/5xx:
+// its error is printed), 3 kpxd unreachable.
+int AdminGet(const LiveArgs& args, const std::string& path, nlohmann::json* out) {
+  httplib::Client client(args.socket);
+  client.set_address_family(AF_UNIX);
+  client.set_connection_timeout(2, 0);
+  client.set_read_timeout(10, 0);
+  auto res = client.Get(path.c_str());
+  if (!res) {
+    std::cerr << "error: cannot reach kpxd at unix:" << args.socket << " ("
+              << httplib::to_string(res.error()) << "); is kpxd running? (--socket)\n";
+    return 3;
+  }
+  nlohmann::json body = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (res->status >= 400) {
+    std::cerr << "error: "
+              << (body.is_object() && body.contains("error") ? body["error"].get<std::string>()
+                                                             : res->body)
+              << "\n";
+    return 1;
+  }
+  if (body.is_discarded()) {
+    std::cerr << "error: kpxd answered with invalid JSON\n";
+    return 1;
+  }
+  *out = std::move(body);
+  return 0;
+}
+
+void PrintYaml(const nlohmann::json& j, int indent, std::ostream& os);
+
+void PrintScalar(const nlohmann::json& j, std::ostream& os) {
+  if (j.is_string()) {
+    os << nlohmann::json(j.get<std::string>()).dump();  // quoted, escaped
+  } else {
+    os << j.dump();
+  }
+}
+
+void PrintYaml(const nlohmann::json& j, int indent, std::ostream& os) {
+  std::string pad(indent, ' ');
+  if (j.is_object()) {
+    if (j.empty()) os << pad << "{}\n";
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      os << pad << it.key() << ":";
+      if (it->is_structured() && !it->empty()) {
+        os << "\n";
+        PrintYaml(*it, indent + 2, os);
+      } else {
+        os << " ";
+        if (it->is_structured()) os << (it->is_array() ? "[]" : "{}"); else PrintScalar(*it, os);
+        os << "\n";
+      }
+    }
+  } else if (j.is_array()) {
+    for (const auto& e : j) {
+      if (e.is_structured() && !e.empty()) {
+        std::ostringstream inner;
+        PrintYaml(e, indent + 2, inner);
+        std::string s = inner.str();
+        s.replace(indent, 1, "-");  // "  key:" -> "- key:" for the first line
+        os << s;
+      } else {
+        os << pad << "- ";
+        PrintScalar(e, os);
+        os << "\n";
+      }
+    }
+  } else {
+    os << pad;
+    PrintScalar(j, os);
+    os << "\n";
+  }
+}
+
+// Prints `j` as json/yaml, or calls `table` for the table format.
+void Print(const LiveArgs& args, const nlohmann::json& j,
+           const std::function<void(const nlohmann::json&)>& table) {
+  if (args.output == "json") {
+    std::cout << j.dump(2) << "\n";
+  } else if (args.output == "yaml") {
+    PrintYaml(j, 0, std::cout);
+  } else {
+    table(j);
+  }
+}
+
+void PrintRows(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 3, ' ');
+    }
+    std::cout << line << "\n";
+  }
+}
+
+std::string Str(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key)) return "-";
+  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
+}
+
+int RunGetServices(const LiveArgs& args, const std::string& name, bool backends_view) {
+  nlohmann::json j;
+  std::string path = "/v1/services";
+  if (!name.empty()) path += "?name=" + httplib::detail::encode_query_param(name);
+  if (int rc = AdminGet(args, path, &j); rc != 0) return rc;
+  Print(args, j, [&](const nlohmann::json& body) {
+    std::vector<std::vector<std::string>> rows;
+    if (!backends_view) {
+      rows.push_back({"SERVICE", "TYPE", "FRONTEND", "BACKENDS", "ACTIVE", "TOTAL", "REJECTED",
+                      "DATAPLANE"});
+    } else {
+      rows.push_back({"SERVICE", "FRONTEND", "BACKEND", "NODE", "READY", "HEALTHY", "ACTIVE",
+                      "TOTAL", "FAILED"});
+    }
+    for (const auto& s : body["services"]) {
+      const auto& fe = s["frontend"];
+      std::string frontend = Str(fe, "ip") + ":" + Str(fe, "port") + "/" + Str(fe, "protocol");
+      nlohmann::json conns = s.value("connections", nlohmann::json::object());
+      if (!backends_view) {
+        int healthy = 0;
+        for (const auto& b : s["backends"]) healthy += b.value("healthy", true) ? 1 : 0;
+        rows.push_back({Str(s, "service"), Str(fe, "type"), frontend,
+                        std::to_string(healthy) + "/" + std::to_string(s["backends"].size()) +
+                            " healthy",
+                        Str(conns, "active"), Str(conns, "total"), Str(conns, "rejected"),
+                        Str(s, "dataplane")});
+        continue;
+      }
+      for (const auto& b : s["backends"]) {
+        nlohmann::json bc = b.value("connections", nlohmann::json::object());
+        rows.push_back({Str(s, "service"), frontend, Str(b, "ip") + ":" + Str(b, "port"),
+                        Str(b, "node"), Str(b, "ready"), Str(b, "healthy"), Str(bc, "active"),
+                        Str(bc, "total"), Str(bc, "failed_connects")});
+      }
+    }
+    PrintRows(rows);
+  });
+  return 0;
+}
+
+int RunSimpleGet(const LiveArgs& args, const std::string& path) {
+  nlohmann::json j;
+  if (int rc = AdminGet(args, path, &j); rc != 0) return rc;
+  Print(args, j, [](const nlohmann::json& body) {
+    std::vector<std::vector<std::string>> rows;
+    for (auto it = body.begin(); it != body.end(); ++it) {
+      rows.push_back({it.key() + ":", it->is_string() ? it->get<std::string>() : it->dump()});
+    }
+    PrintRows(rows);
+  });
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,7 +235,36 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"table", "json"}));
   render_cmd->add_flag("-q,--quiet", render.quiet, "Do not print warnings");
 
+  LiveArgs live;
+  app.add_option("--socket", live.socket, "kpxd's admin socket")->capture_default_str();
+  auto add_output = [&](CLI::App* cmd) {
+    cmd->add_option("-o,--output", live.output, "Output format")
+        ->check(CLI::IsMember({"table", "json", "yaml"}));
+  };
+  CLI::App* get_cmd = app.add_subcommand("get", "Show what a running kpxd serves");
+  get_cmd->require_subcommand(1);
+  std::string get_name;
+  CLI::App* get_services = get_cmd->add_subcommand(
+      "services", "Frontends with their backends, health and connection counters");
+  get_services->add_option("name", get_name, "NAMESPACE/NAME of one Service");
+  add_output(get_services);
+  CLI::App* get_backends =
+      get_cmd->add_subcommand("backends", "One row per backend: readiness, health, connections");
+  get_backends->add_option("name", get_name, "NAMESPACE/NAME of one Service");
+  add_output(get_backends);
+  CLI::App* stats_cmd = app.add_subcommand("stats", "kpxd's sync and dataplane counters");
+  add_output(stats_cmd);
+  CLI::App* version_cmd = app.add_subcommand("version", "kpxctl's and the running kpxd's version");
+  add_output(version_cmd);
+
   CLI11_PARSE(app, argc, argv);
   if (render_cmd->parsed()) return RunRender(render);
+  if (get_services->parsed()) return RunGetServices(live, get_name, /*backends_view=*/false);
+  if (get_backends->parsed()) return RunGetServices(live, get_name, /*backends_view=*/true);
+  if (stats_cmd->parsed()) return RunSimpleGet(live, "/v1/stats");
+  if (version_cmd->parsed()) {
+    std::cout << "kpxctl 0.1.0\n";
+    return RunSimpleGet(live, "/v1/version");
+  }
   return 2;
 }

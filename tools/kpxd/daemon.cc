@@ -13,7 +13,10 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/container/flat_hash_map.h"
 #include "controller/base/status_macros.h"
+#include "controller/table_format.h"
+#include "tools/kpxd/admin_server.h"
 #include "glog/logging.h"
 #include "nlohmann/json.hpp"
 
@@ -43,7 +46,70 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
   return d;
 }
 
+Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
 Daemon::~Daemon() = default;
+
+nlohmann::json Daemon::VersionJson() const {
+  return {{"version", "0.1.0"}, {"dataplane", std::string(dataplane_->Name())},
+          {"node", options_.node.name}};
+}
+
+nlohmann::json Daemon::StatsJson() const {
+  const auto& st = reconciler_->stats();
+  return {{"dataplane", std::string(dataplane_->Name())},
+          {"in_sync", reconciler_->in_sync()},
+          {"frontends", st.frontends},
+          {"services", st.services},
+          {"syncs", st.syncs},
+          {"sync_errors", st.sync_errors},
+          {"endpoint_changes", st.endpoint_changes},
+          {"last_sync_duration_us", absl::ToInt64Microseconds(st.last_sync_duration)},
+          {"last_programming_latency_us", absl::ToInt64Microseconds(last_programming_latency_)},
+          {"manifest_files", manifests_->loaded_files()},
+          {"manifest_updates", manifests_->stats().updates},
+          {"parse_errors", manifests_->stats().parse_errors}};
+}
+
+std::pair<int, nlohmann::json> Daemon::ServicesJson(const std::string& name) const {
+  absl::flat_hash_map<controller::FrontendKey, dataplane::FrontendStats> stats;
+  for (auto& f : dataplane_->Stats().frontends) stats[f.frontend] = std::move(f);
+  nlohmann::json services = nlohmann::json::array();
+  for (const controller::ServiceRule* r : controller::DisplayOrder(reconciler_->desired())) {
+    const controller::ServiceRule& rule = *r;
+    const controller::FrontendKey& key = rule.frontend;
+    if (!name.empty() && rule.service.service.String() != name) continue;
+    nlohmann::json j = controller::RuleToJson(rule);
+    auto applied = reconciler_->applied().find(key);
+    j["programmed"] = applied != reconciler_->applied().end() && applied->second == rule;
+    j["dataplane"] = std::string(dataplane_->Name());
+    auto st = stats.find(key);
+    if (st != stats.end()) {
+      j["connections"] = {{"active", st->second.active},
+                          {"total", st->second.total},
+                          {"rejected", st->second.rejected}};
+    }
+    for (size_t i = 0; i < rule.backends.size(); ++i) {
+      const controller::Backend& b = rule.backends[i];
+      nlohmann::json& jb = j["backends"][i];
+      jb["healthy"] = b.healthy;
+      if (st == stats.end()) continue;
+      for (const dataplane::BackendStats& bs : st->second.backends) {
+        if (bs.ip == b.ip && bs.port == b.port) {
+          jb["connections"] = {{"active", bs.active},
+                               {"total", bs.total},
+                               {"failed_connects", bs.failed_connects},
+                               {"bytes_to_backend", bs.bytes_to_backend},
+                               {"bytes_to_client", bs.bytes_to_client}};
+        }
+      }
+    }
+    services.push_back(std::move(j));
+  }
+  if (!name.empty() && services.empty()) {
+    return {404, {{"error", absl::StrCat("service ", name, " not found (no frontend programmed)")}}};
+  }
+  return {200, {{"services", std::move(services)}}};
+}
 
 // Programs a batch of file updates as one diff and records how long the
 // oldest change took to reach the dataplane.
@@ -105,6 +171,14 @@ void Daemon::WriteStatus() {
 }
 
 int Daemon::Run(int signal_fd) {
+  if (!options_.admin_socket.empty()) {
+    auto admin = AdminServer::Start(options_.admin_socket, this);
+    if (!admin.ok()) {
+      LOG(ERROR) << admin.status().message();
+      return 2;
+    }
+    admin_ = std::move(*admin);
+  }
   LOG(INFO) << "kpxd starting: node " << options_.node.name << ", dataplane "
             << dataplane_->Name() << ", manifests " << options_.manifest_dir;
   ApplyUpdates(manifests_->Rescan());
@@ -143,6 +217,7 @@ int Daemon::Run(int signal_fd) {
     }
     WriteStatus();
   }
+  admin_.reset();
   Shutdown();
   LOG(INFO) << "kpxd stopped";
   return 0;

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -13,6 +14,7 @@
 #include "controller/source/manifest_dir_source.h"
 #include "dataplane/dataplane.h"
 #include "dataplane/uring/uring_proxy.h"
+#include "nlohmann/json.hpp"
 
 namespace kpx::kpxd {
 
@@ -23,7 +25,10 @@ struct DaemonOptions {
   uring::UringProxyOptions uring;
   absl::Duration drain_timeout = absl::Seconds(30);
   std::string status_file;
+  std::string admin_socket;  // "" = no admin API
 };
+
+class AdminServer;
 
 class Daemon {
  public:
@@ -36,8 +41,15 @@ class Daemon {
 
   LoopQueue& loop() { return loop_; }
 
+  // Admin API views. Call on the reconcile loop only (AdminServer does).
+  nlohmann::json VersionJson() const;
+  nlohmann::json StatsJson() const;
+  // 200 + {"services": [...]} (all, or those of `name` = "ns/name"), 404 if
+  // `name` matches nothing.
+  std::pair<int, nlohmann::json> ServicesJson(const std::string& name) const;
+
  private:
-  explicit Daemon(DaemonOptions options) : options_(std::move(options)) {}
+  explicit Daemon(DaemonOptions options);
   void ApplyUpdates(std::vector<controller::SourceUpdate> updates);
   void WriteStatus();
   void Shutdown();
@@ -49,6 +61,7 @@ class Daemon {
   std::unique_ptr<controller::Reconciler> reconciler_;
   std::unique_ptr<controller::ManifestDirSource> manifests_;
   absl::Duration last_programming_latency_;
+  std::unique_ptr<AdminServer> admin_;
 };
 
 }  // namespace kpx::kpxd

@@ -26,6 +26,8 @@ DEFINE_string(connect_timeout, "1s", "Backend connect timeout before retrying an
 DEFINE_string(idle_timeout, "1h", "Close relayed connections idle this long (0 = never)");
 DEFINE_string(drain_timeout, "30s", "On SIGTERM, wait this long for connections to finish");
 DEFINE_int32(max_connections, 65536, "Maximum relayed connections (beyond: reset)");
+DEFINE_string(admin_socket, "/run/kpx/kpxd.sock",
+              "Unix socket of the admin API (kpxctl talks to it); \"\" disables it");
 DEFINE_string(status_file, "",
               "If set, kpxd rewrites this JSON file (atomically) after every sync: frontends, "
               "services, in_sync, per-file parse errors. Scripts wait on it.");
@@ -91,6 +93,7 @@ int main(int argc, char** argv) {
   opts.uring.max_connections = FLAGS_max_connections;
   opts.drain_timeout = DurationFlag("drain-timeout", FLAGS_drain_timeout);
   opts.status_file = FLAGS_status_file;
+  opts.admin_socket = FLAGS_admin_socket;
 
   // Signals are read through a signalfd in the loop, never in a handler; they
   // are blocked before any thread starts so every thread inherits the mask.

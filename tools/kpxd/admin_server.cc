@@ -1,0 +1,97 @@
+// Admin API routes. Every response is JSON; errors are {"error": "..."} with a
+// 4xx/5xx status and change nothing.
+#include "tools/kpxd/admin_server.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "tools/kpxd/daemon.h"
+
+namespace kpx::kpxd {
+namespace {
+
+constexpr absl::Duration kLoopTimeout = absl::Seconds(5);
+
+void Reply(httplib::Response& res, int status, const nlohmann::json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void Error(httplib::Response& res, int status, const std::string& message) {
+  Reply(res, status, {{"error", message}});
+}
+
+}  // namespace
+
+AdminServer::AdminServer(std::string path, Daemon* daemon)
+    : path_(std::move(path)), daemon_(daemon), server_(std::make_unique<httplib::Server>()) {}
+
+absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const std::string& socket_path,
+                                                                Daemon* daemon) {
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::path(socket_path).parent_path();
+  if (!dir.empty()) {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat("--admin-socket ", socket_path, ": ", ec.message()));
+  }
+  std::filesystem::remove(socket_path, ec);  // stale socket of a previous kpxd
+  std::unique_ptr<AdminServer> s(new AdminServer(socket_path, daemon));
+  s->Routes();
+  s->server_->set_address_family(AF_UNIX);
+  // Bind with a restrictive umask so the socket is never briefly world-usable.
+  mode_t old = umask(0177);
+  bool bound = s->server_->bind_to_port(socket_path.c_str(), 80);
+  umask(old);
+  if (!bound) {
+    return absl::UnavailableError(absl::StrCat("--admin-socket ", socket_path, ": cannot bind"));
+  }
+  chmod(socket_path.c_str(), 0600);
+  s->thread_ = std::thread([srv = s->server_.get()] { srv->listen_after_bind(); });
+  LOG(INFO) << "admin API on unix:" << socket_path;
+  return s;
+}
+
+AdminServer::~AdminServer() {
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+  std::error_code ec;
+  std::filesystem::remove(path_, ec);
+}
+
+void AdminServer::Routes() {
+  // Runs `fn` on the reconcile loop and replies with its JSON, or 503 when the
+  // loop does not answer in time.
+  auto on_loop = [this](httplib::Response& res,
+                        std::function<std::pair<int, nlohmann::json>()> fn) {
+    auto result = std::make_shared<std::pair<int, nlohmann::json>>();
+    if (!daemon_->loop().RunSync([result, fn] { *result = fn(); }, kLoopTimeout)) {
+      return Error(res, 503, "kpxd's reconcile loop did not answer within 5s");
+    }
+    Reply(res, result->first, result->second);
+  };
+
+  server_->Get("/v1/version", [this, on_loop](const httplib::Request&, httplib::Response& res) {
+    on_loop(res, [this] { return std::pair{200, daemon_->VersionJson()}; });
+  });
+  server_->Get("/v1/services", [this, on_loop](const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.has_param("name") ? req.get_param_value("name") : "";
+    on_loop(res, [this, name] { return daemon_->ServicesJson(name); });
+  });
+  server_->Get("/v1/stats", [this, on_loop](const httplib::Request&, httplib::Response& res) {
+    on_loop(res, [this] { return std::pair{200, daemon_->StatsJson()}; });
+  });
+  server_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (res.body.empty()) {
+      Error(res, res.status, absl::StrCat("no such admin endpoint: ", req.method, " ", req.path));
+    }
+  });
+  server_->set_payload_max_length(8 << 20);
+}
+
+}  // namespace kpx::kpxd
