@@ -1,0 +1,58 @@
+// BpfPrograms: loads kpx's two BPF objects (kpx_xdp for uplinks, kpx_tc for
+// pod veths) from their embedded skeletons with pin_root_path = the pin dir,
+// so both share one set of pinned maps and a restarted kpxd reuses the maps
+// the previous one left. Attaching is attach.h's job.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+struct kpx_xdp;
+struct kpx_tc;
+
+namespace kpx::xdp {
+
+// max_entries for maps this load creates; 0 keeps the compiled default
+// (abi.h). Maps that are already pinned keep their size.
+struct MapSizes {
+  uint32_t frontends = 0;  // kpx_services
+  uint32_t backends = 0;   // kpx_backends (backend ids + 1)
+  uint32_t services = 0;   // kpx_maglev, kpx_svc_stats (service ids + 1)
+  uint32_t conntrack = 0;  // kpx_ct
+  uint32_t affinity = 0;   // kpx_affinity
+};
+
+class BpfPrograms {
+ public:
+  // False when kpx was built without the BPF objects (KPX_BUILD_BPF=OFF).
+  static bool Built();
+
+  // Creates `pin_dir` if needed, opens, sizes and loads both objects. A
+  // failure carries the tail of the verifier/libbpf log.
+  static absl::StatusOr<std::unique_ptr<BpfPrograms>> Load(const std::string& pin_dir, const MapSizes& sizes);
+
+  // Loads both objects with tiny, unpinned maps and unloads them: whether
+  // this kernel, these privileges and this build can run the XDP dataplane.
+  static absl::Status ProbeLoad();
+
+  // Closes our references only: pinned maps and attached programs stay.
+  ~BpfPrograms();
+  BpfPrograms(const BpfPrograms&) = delete;
+  BpfPrograms& operator=(const BpfPrograms&) = delete;
+
+  int xdp_prog_fd() const;
+  int tc_prog_fd() const;
+
+ private:
+  BpfPrograms() = default;
+  ::kpx_xdp* xdp_ = nullptr;
+  ::kpx_tc* tc_ = nullptr;
+};
+
+// mkdir -p.
+absl::Status MakeDirs(const std::string& path);
+
+}  // namespace kpx::xdp

@@ -1,0 +1,36 @@
+// The network interfaces of the current namespace as the XDP dataplane needs
+// them: name, ifindex, flags, IPv4 addresses (for the default XDP interface
+// list and the node addresses NodePorts answer on).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "controller/base/ipv4.h"
+
+namespace kpx::xdp {
+
+struct NetInterface {
+  std::string name;
+  int ifindex = 0;
+  bool loopback = false;
+  bool up = false;
+  std::vector<Ipv4> addrs;  // IPv4 only
+};
+
+// Every interface of the calling thread's network namespace, by ifindex.
+absl::StatusOr<std::vector<NetInterface>> ListInterfaces();
+
+// The interface named `name`, or NotFound naming what exists.
+absl::StatusOr<NetInterface> FindInterface(const std::vector<NetInterface>& all, const std::string& name);
+
+// An IPv4 prefix ("10.244.0.0/16").
+struct Ipv4Cidr {
+  Ipv4 addr;
+  int prefix = 0;
+  bool empty() const { return prefix == 0 && addr.IsUnspecified(); }
+};
+absl::StatusOr<Ipv4Cidr> ParseIpv4Cidr(const std::string& text);
+
+}  // namespace kpx::xdp

@@ -1,0 +1,137 @@
+// XdpDataplane: kpx's eBPF fast path. Loads kpx_xdp (uplinks: NodePorts,
+// external IPs, off-node clients) and kpx_tc (pod veths), keeps their pinned
+// maps in step with the ServiceTable through MapWriter, and survives kpxd
+// restarts: programs stay attached through pinned links / tc filters, maps
+// stay pinned, and a new process adopts what it finds.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/xdp/attach.h"
+#include "dataplane/xdp/bpf_loader.h"
+#include "dataplane/xdp/bpf_maps.h"
+#include "dataplane/xdp/interfaces.h"
+#include "dataplane/xdp/map_writer.h"
+
+namespace kpx::xdp {
+
+// KPX_PIN_DIR "/v" KPX_ABI_VERSION: maps of another ABI version never mix.
+std::string DefaultPinDir();
+
+struct XdpOptions {
+  std::string pin_dir = DefaultPinDir();
+  // Interfaces that get the XDP program (--interfaces). nullopt: every
+  // non-loopback interface with an IPv4 address.
+  std::optional<std::vector<std::string>> xdp_interfaces;
+  // Interfaces that get the tc ingress program (pod-facing veths).
+  std::vector<std::string> tc_interfaces;
+  // Interfaces a NATed packet may be XDP_REDIRECTed into (kpx_tx_ports).
+  // Empty (default): every packet goes back to the stack after NAT. A veth
+  // belongs here only if its peer runs XDP or has GRO on (else it drops).
+  std::vector<std::string> redirect_interfaces;
+  XdpMode xdp_mode = XdpMode::kAuto;
+  // Upper bound of a service's Maglev table (--maglev-table-size).
+  uint32_t maglev_max_m = KPX_MAGLEV_M_DEFAULT;
+  // Where NodePorts answer. nullopt: the IPv4 addresses of the XDP interfaces.
+  std::optional<std::vector<Ipv4>> node_addresses;
+  // Masquerade address for external clients. nullopt: the first node
+  // address; 0.0.0.0: never masquerade.
+  std::optional<Ipv4> snat_address;
+  // Pod CIDR: sources outside it are external (masquerade candidates).
+  Ipv4Cidr cluster_cidr;
+  absl::Duration id_quarantine = absl::Minutes(10);
+  // Sizes of maps created by this process (pinned maps keep theirs).
+  MapSizes map_sizes;
+};
+
+// Counters of one frontend, from kpx_svc_stats (summed over CPUs).
+struct FrontendCounters {
+  controller::FrontendKey frontend;
+  uint32_t svc_id = 0;
+  kpx_svc_stats stats{};
+};
+
+class XdpDataplane final : public dataplane::Dataplane {
+ public:
+  // Loads the programs (reusing pinned maps), adopts pinned state, writes
+  // node addresses / config / redirect ports, attaches XDP (pinned links:
+  // an existing link gets the new program, never a detach) and tc. Acts on
+  // the calling thread's network namespace. On failure, links this call
+  // created are detached again; adopted ones are left alone.
+  static absl::StatusOr<std::unique_ptr<XdpDataplane>> Create(XdpOptions options);
+
+  // A dataplane over already opened maps that loads and attaches nothing
+  // (reading a running node's maps, or tests with FakeBpfMaps).
+  static absl::StatusOr<std::unique_ptr<XdpDataplane>> CreateOnMaps(std::unique_ptr<BpfMaps> maps,
+                                                                    XdpOptions options);
+
+  // Whether this host can run the XDP dataplane: loads both programs with
+  // tiny unpinned maps (never touching a running kpxd's) and checks bpffs.
+  // The error says why not (privileges, kernel, verifier log, build).
+  static absl::Status Probe();
+
+  // `kpxd --cleanup`: detaches kpx's XDP links pinned under pin_dir, removes
+  // kpx's tc filters from every interface of this namespace, unpins every
+  // map and removes the pin directory. Idempotent.
+  static absl::Status Cleanup(const std::string& pin_dir);
+
+  // Leaves programs attached and maps pinned: that is what makes a restart
+  // hitless. Use Cleanup() to remove them.
+  ~XdpDataplane() override;
+
+  std::string_view Name() const override { return "xdp"; }
+  // Thread-safe. Idempotent per operation; see MapWriter::Apply.
+  absl::Status Apply(const controller::TableDiff& diff) override;
+  // Per frontend: total = new flows, rejected = SYNs answered with RST.
+  // `active` is not tracked per frontend here (see ActiveFlows()).
+  dataplane::DataplaneStats Stats() const override;
+  // Removes adopted frontends/backends/tables not in `desired`, and detaches
+  // XDP links pinned for interfaces no longer in the XDP interface list.
+  absl::Status Prune(const controller::ServiceTable& desired) override;
+
+  // Packets, bytes, new flows, resets per frontend.
+  absl::StatusOr<std::vector<FrontendCounters>> Counters() const;
+  // Per-verdict packet counts (kpx_verdict_stats), indexed by kpx_verdict.
+  absl::StatusOr<VerdictCounters> VerdictStats() const;
+  static const char* VerdictName(int verdict);  // "ct_hit", "new_flow", ...
+  // Forward conntrack entries per frontend (a full kpx_ct scan: for
+  // inspection, not for every metrics scrape).
+  absl::StatusOr<std::vector<std::pair<controller::FrontendKey, uint64_t>>> ActiveFlows() const;
+
+  // Pod veths come and go: attach/detach the tc program at run time.
+  absl::Status AttachTcInterface(const std::string& ifname);
+  absl::Status DetachTcInterface(const std::string& ifname);
+
+  const std::vector<XdpAttachment>& xdp_attachments() const { return xdp_attachments_; }
+  const std::vector<Ipv4>& node_addresses() const { return node_addresses_; }
+  // What Create() found in the pinned maps.
+  const AdoptionSummary& adoption() const { return adoption_; }
+  const std::string& pin_dir() const { return options_.pin_dir; }
+  BpfMaps* maps() const { return maps_.get(); }
+
+ private:
+  XdpDataplane() = default;
+  absl::Status Configure(const std::vector<NetInterface>& ifaces);
+  absl::Status Attach(const std::vector<NetInterface>& ifaces);
+
+  XdpOptions options_;
+  std::unique_ptr<BpfPrograms> programs_;  // null for CreateOnMaps
+  std::unique_ptr<BpfMaps> maps_;
+  std::vector<std::string> xdp_ifnames_;
+  std::vector<XdpAttachment> xdp_attachments_;
+  std::vector<Ipv4> node_addresses_;
+  AdoptionSummary adoption_;
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<MapWriter> writer_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kpx::xdp
