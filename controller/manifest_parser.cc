@@ -32,6 +32,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "controller/base/status_macros.h"
@@ -785,6 +786,30 @@ absl::StatusOr<ParseResult> ParseManifest(std::string_view content_in,
   }
   KPX_RETURN_IF_ERROR(decoder.Finish());
   return result;
+}
+
+absl::StatusOr<ObjectSet> DecodeObject(const nlohmann::json& object, const SourceRef& source) {
+  ParseResult result;
+  Decoder decoder(source.file, &result);
+  try {
+    bool too_deep = false;
+    const Node root = FromJson(object, 0, &too_deep);
+    if (too_deep) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source.file, ": JSON nested deeper than ", kMaxJsonDepth, " levels"));
+    }
+    decoder.Document(root, source.document);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(source.file, ": decoding failed: ", e.what()));
+  }
+  if (absl::Status st = decoder.Finish(); !st.ok()) {
+    // An API object is not a document of a file: "(document 1)" would only
+    // confuse whoever reads the message.
+    return absl::InvalidArgumentError(absl::StrReplaceAll(
+        st.message(),
+        {{absl::StrCat(source.file, " (document ", source.document + 1, ")"), source.file}}));
+  }
+  return std::move(result.objects);
 }
 
 absl::StatusOr<ParseResult> ParseManifestFile(const std::string& path) {

@@ -11,6 +11,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/status/statusor.h"
 #include "controller/objects.h"
+#include "nlohmann/json_fwd.hpp"
 
 namespace kpx::controller {
 
@@ -26,5 +27,11 @@ absl::StatusOr<ParseResult> ParseManifest(std::string_view content, std::string_
 
 // Reads and parses one file; NotFound/PermissionDenied name the path.
 absl::StatusOr<ParseResult> ParseManifestFile(const std::string& path);
+
+// Decodes one object as the API server sends it (a watch event's object, or a
+// list item with kind and apiVersion filled in) with the same field rules and
+// messages as a manifest; `source.file` names it in messages. Kinds other than
+// Service, EndpointSlice and Endpoints yield an empty set.
+absl::StatusOr<ObjectSet> DecodeObject(const nlohmann::json& object, const SourceRef& source);
 
 }  // namespace kpx::controller
