@@ -1,6 +1,8 @@
 // Incremental reconciliation: affected Services -> their frontends -> a diff.
 #include "controller/reconciler.h"
 
+#include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +42,44 @@ absl::Status Reconciler::SetBackendHealth(BackendAddr backend, bool healthy) {
   return Sync(services);
 }
 
+absl::Status Reconciler::SetOverride(const NamespacedName& service,
+                                     std::optional<EndpointOverride> o) {
+  if (!o || o->empty()) {
+    if (overrides_.erase(service) == 0) return absl::OkStatus();
+  } else {
+    auto it = overrides_.find(service);
+    if (it != overrides_.end() && it->second == *o) return absl::OkStatus();
+    overrides_[service] = std::move(*o);
+  }
+  return Sync({service});
+}
+
+void Reconciler::ApplyOverride(const EndpointOverride& o, ServiceRule* rule) const {
+  auto find = [rule](const BackendAddr& a) {
+    return std::find_if(rule->backends.begin(), rule->backends.end(),
+                        [&a](const Backend& b) { return b.ip == a.ip && b.port == a.port; });
+  };
+  auto add = [&](const BackendAddr& a) {
+    if (find(a) != rule->backends.end()) return;
+    Backend b;
+    b.ip = a.ip;
+    b.port = a.port;
+    b.node = "override";
+    rule->backends.push_back(b);
+  };
+  if (o.set) {
+    rule->backends.clear();
+    for (const BackendAddr& a : *o.set) add(a);
+  }
+  for (const BackendAddr& a : o.add) add(a);
+  for (const BackendAddr& a : o.remove) {
+    if (auto it = find(a); it != rule->backends.end()) rule->backends.erase(it);
+  }
+  std::sort(rule->backends.begin(), rule->backends.end(), [](const Backend& x, const Backend& y) {
+    return std::tuple(x.ip.host(), x.port) < std::tuple(y.ip.host(), y.port);
+  });
+}
+
 void Reconciler::ApplyHealth(ServiceRule* rule) const {
   if (unhealthy_.empty()) return;
   for (Backend& b : rule->backends) b.healthy = !unhealthy_.contains(BackendAddr{b.ip, b.port});
@@ -70,8 +110,19 @@ void Reconciler::RetranslateService(const NamespacedName& service,
   if (svc == store_.state().services.end() || ShouldSkip(svc->second) != SkipReason::kNone) return;
   std::vector<ServiceRule> rules =
       TranslateService(svc->second, store_.EndpointsFor(service), node_, &warnings_);
+  auto override_it = overrides_.find(service);
   for (ServiceRule& rule : rules) {
+    if (override_it != overrides_.end()) ApplyOverride(override_it->second, &rule);
     ApplyHealth(&rule);
+    if (override_it != overrides_.end()) {
+      // Drained backends take no new connections; their flows finish. The
+      // dataplanes read that from the same flag as health.
+      for (Backend& b : rule.backends) {
+        for (const BackendAddr& d : override_it->second.drain) {
+          if (b.ip == d.ip && b.port == d.port) b.healthy = false;
+        }
+      }
+    }
     touched->insert(rule.frontend);
     claims_[rule.frontend].insert(service);
     for (const Backend& b : rule.backends) {

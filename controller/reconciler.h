@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -43,6 +44,17 @@ struct BackendAddr {
   }
 };
 
+// Operator overrides of one Service's backends (kpxctl endpoints / drain),
+// applied on top of what the EndpointSlices say, to every port of the Service.
+struct EndpointOverride {
+  std::optional<std::vector<BackendAddr>> set;  // replaces the slice-derived backends
+  std::vector<BackendAddr> add;                 // appended (ready) if absent
+  std::vector<BackendAddr> remove;              // dropped
+  std::vector<BackendAddr> drain;               // kept for existing flows, no new ones
+  bool empty() const { return !set && add.empty() && remove.empty() && drain.empty(); }
+  friend bool operator==(const EndpointOverride&, const EndpointOverride&) = default;
+};
+
 class Reconciler {
  public:
   Reconciler(NodeInfo node, dataplane::Dataplane* dataplane);
@@ -65,6 +77,11 @@ class Reconciler {
   // keeps the backend (healthy=false) so dataplanes can bring it back cheaply.
   absl::Status SetBackendHealth(BackendAddr backend, bool healthy);
 
+  // Replaces (or with nullopt removes) the override of one Service and
+  // programs the result. The Service need not exist yet.
+  absl::Status SetOverride(const NamespacedName& service, std::optional<EndpointOverride> o);
+  const absl::btree_map<NamespacedName, EndpointOverride>& overrides() const { return overrides_; }
+
   // Sends Diff(desired, applied) in full: after an Apply error, or to check.
   absl::Status Resync();
 
@@ -82,6 +99,7 @@ class Reconciler {
   void RetranslateService(const NamespacedName& service,
                           absl::btree_set<FrontendKey>* touched);
   void ApplyHealth(ServiceRule* rule) const;
+  void ApplyOverride(const EndpointOverride& o, ServiceRule* rule) const;
   absl::Status Program(TableDiff diff, absl::Time start);
 
   NodeInfo node_;
@@ -92,6 +110,7 @@ class Reconciler {
   // Every Service claiming a frontend; the first (sorted) one owns it.
   absl::flat_hash_map<FrontendKey, absl::btree_set<NamespacedName>> claims_;
   absl::flat_hash_set<BackendAddr> unhealthy_;
+  absl::btree_map<NamespacedName, EndpointOverride> overrides_;
   // Backend -> Services using it, for the health overlay.
   absl::flat_hash_map<BackendAddr, absl::btree_set<NamespacedName>> services_by_backend_;
   ServiceTable desired_;

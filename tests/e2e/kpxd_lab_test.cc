@@ -194,6 +194,8 @@ class KpxdLabTest : public ::testing::Test {
   }
 
   void StartKpxd() {
+    // A status file left by an earlier kpxd must not count as "ready".
+    fs::remove(work_ + "/status.json");
     pid_ = fork();
     if (pid_ == 0) {
       std::string log = work_ + "/kpxd.log";
@@ -207,11 +209,17 @@ class KpxdLabTest : public ::testing::Test {
       execlp("ip", "ip", "netns", "exec", ns.c_str(), kpxd.c_str(), "--manifest-dir",
              mdir.c_str(), "--hostname-override", "a4-worker3", "--status-file", status.c_str(),
              "--dataplane", "uring", "--drain-timeout", "2s", "--admin-socket",
-             (work_ + "/kpxd.sock").c_str(), static_cast<char*>(nullptr));
+             (work_ + "/kpxd.sock").c_str(), "--state-dir", (work_ + "/state").c_str(),
+             static_cast<char*>(nullptr));
       _exit(127);
     }
     ASSERT_GT(pid_, 0);
-    ASSERT_TRUE(WaitUpdates(0)) << Log();
+    // kpxd writes the status file once its initial sync is programmed.
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (Status().find("\"in_sync\":true") == std::string::npos && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_THAT(Status(), HasSubstr("\"in_sync\":true")) << Log();
   }
 
   // SIGTERM and wait (bounded); returns the exit code, or -1.
@@ -463,6 +471,62 @@ TEST_F(KpxdLabTest, AdminApiShowsRulesCountersAndErrors) {
                " >/dev/null 2>&1"),
             3);
   EXPECT_EQ(Sh(Kpxctl(sock + "version >/dev/null")), 0);
+}
+
+TEST_F(KpxdLabTest, EndpointOverridesApplyValidateAndSurviveRestart) {
+  CopyExample("flask.yaml");
+  StartKpxd();
+  std::string sock = "--socket " + work_ + "/kpxd.sock ";
+  ASSERT_EQ(Sh(Kpxctl(sock + "endpoints set default/flask-svc 10.244.1.2:5000 >/dev/null")), 0);
+  Spread s = Requests(20);
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_EQ(s.by_pod["pod1"], 20);
+  // Bad input: clear error, exit 1, nothing changed.
+  EXPECT_THAT(ShOut(Kpxctl(sock + "endpoints add default/flask-svc 10.244.2.2:99999 2>&1")),
+              HasSubstr("port must be 1..65535"));
+  EXPECT_THAT(ShOut(Kpxctl(sock + "endpoints add default/nope 10.244.2.2:5000 2>&1")),
+              HasSubstr("service default/nope not found"));
+  EXPECT_EQ(Sh(Kpxctl(sock + "endpoints add default/flask-svc bogus >/dev/null 2>&1")), 1);
+  EXPECT_EQ(Requests(10).by_pod["pod1"], 10);
+  // The override is persisted: a restarted kpxd serves it again.
+  ASSERT_EQ(StopKpxd(), 0);
+  StartKpxd();
+  EXPECT_EQ(Requests(10).by_pod["pod1"], 10);
+  EXPECT_THAT(ShOut(Kpxctl(sock + "get services default/flask-svc -o json")),
+              HasSubstr("\"overridden\": true"));
+  ASSERT_EQ(Sh(Kpxctl(sock + "endpoints reset default/flask-svc >/dev/null")), 0);
+  EXPECT_EQ(Requests(60).by_pod.size(), 4u);
+}
+
+TEST_F(KpxdLabTest, DrainStopsNewConnectionsToOneBackend) {
+  CopyExample("flask.yaml");
+  StartKpxd();
+  std::string sock = "--socket " + work_ + "/kpxd.sock ";
+  ASSERT_EQ(Sh(Kpxctl(sock + "drain default/flask-svc 10.244.2.2:5000 >/dev/null")), 0);
+  Spread s = Requests(60);
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_EQ(s.by_pod.count("pod2"), 0u);
+  EXPECT_EQ(s.by_pod.size(), 3u);
+  EXPECT_THAT(ShOut(Kpxctl(sock + "get services default/flask-svc -o json")),
+              HasSubstr("\"draining\": true"));
+  EXPECT_THAT(ShOut(Kpxctl(sock + "drain default/flask-svc 10.244.9.9:5000 2>&1")),
+              HasSubstr("is not a backend of default/flask-svc"));
+}
+
+TEST_F(KpxdLabTest, ApplyAndDeletePushManifestsIntoTheRunningDaemon) {
+  StartKpxd();
+  std::string sock = "--socket " + work_ + "/kpxd.sock ";
+  std::string example = kpx::testing::SourcePath("config/examples/session-affinity.yaml");
+  ASSERT_EQ(Sh(Kpxctl(sock + "apply -f " + example + " >/dev/null")), 0);
+  Spread s = Requests(5, "10.96.7.30", 5000);
+  EXPECT_EQ(s.failed, 0);
+  // A broken manifest is refused with the parser's message; nothing changes.
+  std::string bad = work_ + "/bad.yaml";
+  std::ofstream(bad) << "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec:\n  ports:\n  - port: http\n";
+  EXPECT_THAT(ShOut(Kpxctl(sock + "apply -f " + bad + " 2>&1")), HasSubstr("is not a port number"));
+  EXPECT_EQ(Requests(3, "10.96.7.30", 5000).failed, 0);
+  ASSERT_EQ(Sh(Kpxctl(sock + "delete -f " + example + " >/dev/null")), 0);
+  EXPECT_EQ(StatusField("frontends"), 0);
 }
 
 TEST_F(KpxdLabTest, SigtermExitsCleanlyAndRemovesVips) {

@@ -211,3 +211,57 @@ TEST(Reconciler, IncrementalEqualsFullTranslate) {
 
 }  // namespace
 }  // namespace kpx::controller
+
+namespace kpx::controller {
+namespace {
+
+BackendAddr Addr(const std::string& ip, uint16_t port) { return {*Ipv4::Parse(ip), port}; }
+
+TEST(ReconcilerOverrides, SetAddRemoveDrainAndReset) {
+  dataplane::FakeDataplane dp;
+  Reconciler r({"node-a", ""}, &dp);
+  ASSERT_TRUE(r.Update("web.yaml", ServiceWithBackends("web", "10.96.0.1", {"10.0.0.1", "10.0.0.2"})).ok());
+  auto backends = [&] {
+    std::vector<std::string> out;
+    const ServiceTable table = dp.table();  // a copy: keep it alive while iterating
+    for (const Backend& b : table.begin()->second.backends) {
+      out.push_back(b.ip.ToString() + ":" + std::to_string(b.port) + (b.healthy ? "" : "(drain)"));
+    }
+    return out;
+  };
+  EndpointOverride o;
+  o.set = std::vector<BackendAddr>{Addr("10.9.0.1", 80)};
+  ASSERT_TRUE(r.SetOverride({"default", "web"}, o).ok());
+  EXPECT_THAT(backends(), ::testing::ElementsAre("10.9.0.1:80"));
+
+  o = {};
+  o.add = {Addr("10.9.0.2", 80)};
+  o.remove = {Addr("10.0.0.1", 8080)};
+  o.drain = {Addr("10.0.0.2", 8080)};
+  ASSERT_TRUE(r.SetOverride({"default", "web"}, o).ok());
+  EXPECT_THAT(backends(), ::testing::ElementsAre("10.0.0.2:8080(drain)", "10.9.0.2:80"));
+
+  // Slice changes keep flowing under the override.
+  ASSERT_TRUE(r.Update("web.yaml", ServiceWithBackends("web", "10.96.0.1", {"10.0.0.2", "10.0.0.3"})).ok());
+  EXPECT_THAT(backends(), ::testing::ElementsAre("10.0.0.2:8080(drain)", "10.0.0.3:8080", "10.9.0.2:80"));
+
+  ASSERT_TRUE(r.SetOverride({"default", "web"}, std::nullopt).ok());
+  EXPECT_THAT(backends(), ::testing::ElementsAre("10.0.0.2:8080", "10.0.0.3:8080"));
+  EXPECT_TRUE(r.overrides().empty());
+}
+
+TEST(ReconcilerOverrides, OverrideOfAnUnknownServiceWaitsForIt) {
+  dataplane::FakeDataplane dp;
+  Reconciler r({"node-a", ""}, &dp);
+  EndpointOverride o;
+  o.set = std::vector<BackendAddr>{Addr("10.9.0.1", 80)};
+  ASSERT_TRUE(r.SetOverride({"default", "web"}, o).ok());
+  EXPECT_TRUE(dp.table().empty());
+  ASSERT_TRUE(r.Update("web.yaml", ServiceWithBackends("web", "10.96.0.1", {"10.0.0.1"})).ok());
+  ASSERT_EQ(dp.table().size(), 1u);
+  ASSERT_EQ(dp.table().begin()->second.backends.size(), 1u);
+  EXPECT_EQ(dp.table().begin()->second.backends[0].ip.ToString(), "10.9.0.1");
+}
+
+}  // namespace
+}  // namespace kpx::controller

@@ -1,6 +1,8 @@
 // kpxctl: the operator CLI. `render` works offline on manifests; the live
 // commands (get, endpoints, drain, trace...) talk to kpxd's admin API.
 #include <algorithm>
+#include <fstream>
+#include <map>
 #include <cstdio>
 #include <functional>
 #include <sstream>
@@ -12,6 +14,7 @@
 #include <sys/socket.h>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_split.h"
 #include "controller/manifest_loader.h"
 #include "controller/table_format.h"
 #include "controller/translate.h"
@@ -77,6 +80,31 @@ int AdminGet(const LiveArgs& args, const std::string& path, nlohmann::json* out)
   }
   if (body.is_discarded()) {
     std::cerr << "error: kpxd answered with invalid JSON\n";
+    return 1;
+  }
+  *out = std::move(body);
+  return 0;
+}
+
+// POST a JSON body; same exit codes as AdminGet.
+int AdminPost(const LiveArgs& args, const std::string& path, const nlohmann::json& request,
+              nlohmann::json* out) {
+  httplib::Client client(args.socket);
+  client.set_address_family(AF_UNIX);
+  client.set_connection_timeout(2, 0);
+  client.set_read_timeout(10, 0);
+  auto res = client.Post(path.c_str(), request.dump(), "application/json");
+  if (!res) {
+    std::cerr << "error: cannot reach kpxd at unix:" << args.socket << " ("
+              << httplib::to_string(res.error()) << "); is kpxd running? (--socket)\n";
+    return 3;
+  }
+  nlohmann::json body = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (res->status >= 400) {
+    std::cerr << "error: "
+              << (body.is_object() && body.contains("error") ? body["error"].get<std::string>()
+                                                             : res->body)
+              << "\n";
     return 1;
   }
   *out = std::move(body);
@@ -215,6 +243,51 @@ int RunSimpleGet(const LiveArgs& args, const std::string& path) {
   return 0;
 }
 
+int RunEndpoints(const LiveArgs& args, const std::string& op, const std::string& service,
+                 const std::string& endpoints) {
+  nlohmann::json list = nlohmann::json::array();
+  std::vector<std::string> parts = absl::StrSplit(endpoints, ',', absl::SkipEmpty());
+  for (const std::string& e : parts) list.push_back(e);
+  nlohmann::json request = {{"op", op}, {"service", service}, {"endpoints", list}};
+  nlohmann::json out;
+  if (int rc = AdminPost(args, "/v1/endpoints", request, &out); rc != 0) return rc;
+  std::cout << "endpoints " << op << ": " << service << "\n";
+  return 0;
+}
+
+int RunDrain(const LiveArgs& args, const std::string& service, const std::string& endpoint) {
+  nlohmann::json out;
+  if (int rc = AdminPost(args, "/v1/drain", {{"service", service}, {"endpoint", endpoint}}, &out);
+      rc != 0) {
+    return rc;
+  }
+  std::cout << "draining " << endpoint << " of " << service
+            << ": no new connections; existing ones finish\n";
+  return 0;
+}
+
+int RunApplyDelete(const LiveArgs& args, bool apply, const std::vector<std::string>& files) {
+  for (const std::string& file : files) {
+    nlohmann::json request = {{"filename", file}};
+    if (apply) {
+      std::ifstream in(file);
+      if (!in) {
+        std::cerr << "error: " << file << ": cannot read\n";
+        return 1;
+      }
+      std::stringstream ss;
+      ss << in.rdbuf();
+      request["content"] = ss.str();
+    }
+    nlohmann::json out;
+    if (int rc = AdminPost(args, apply ? "/v1/apply" : "/v1/delete", request, &out); rc != 0) {
+      return rc;
+    }
+    std::cout << file << (apply ? " applied" : " deleted") << "\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -257,7 +330,37 @@ int main(int argc, char** argv) {
   CLI::App* version_cmd = app.add_subcommand("version", "kpxctl's and the running kpxd's version");
   add_output(version_cmd);
 
+  CLI::App* endpoints_cmd = app.add_subcommand(
+      "endpoints", "Override a Service's backends (persisted by kpxd; undo with reset)");
+  endpoints_cmd->require_subcommand(1);
+  std::string ep_service, ep_list;
+  std::map<std::string, CLI::App*> ep_ops;
+  for (const char* op : {"set", "add", "remove", "reset"}) {
+    CLI::App* c = endpoints_cmd->add_subcommand(
+        op, std::string(op) == "reset" ? "Drop the override: back to the EndpointSlices"
+                                        : std::string(op) + " backends IP:PORT[,IP:PORT...]");
+    c->add_option("service", ep_service, "NAMESPACE/NAME")->required();
+    if (std::string(op) != "reset") c->add_option("endpoints", ep_list, "IP:PORT[,...]")->required();
+    ep_ops[op] = c;
+  }
+  std::string drain_service, drain_endpoint;
+  CLI::App* drain_cmd = app.add_subcommand(
+      "drain", "Take one backend out of rotation: no new connections, existing ones finish");
+  drain_cmd->add_option("service", drain_service, "NAMESPACE/NAME")->required();
+  drain_cmd->add_option("endpoint", drain_endpoint, "IP:PORT")->required();
+  std::vector<std::string> apply_files;
+  CLI::App* apply_cmd = app.add_subcommand("apply", "Push manifests into a running kpxd (persisted)");
+  apply_cmd->add_option("-f,--filename", apply_files, "Manifest file (repeatable)")->required();
+  CLI::App* delete_cmd = app.add_subcommand("delete", "Remove manifests pushed with apply");
+  delete_cmd->add_option("-f,--filename", apply_files, "Manifest file (repeatable)")->required();
+
   CLI11_PARSE(app, argc, argv);
+  for (const auto& [op, cmd] : ep_ops) {
+    if (cmd->parsed()) return RunEndpoints(live, op, ep_service, ep_list);
+  }
+  if (drain_cmd->parsed()) return RunDrain(live, drain_service, drain_endpoint);
+  if (apply_cmd->parsed()) return RunApplyDelete(live, /*apply=*/true, apply_files);
+  if (delete_cmd->parsed()) return RunApplyDelete(live, /*apply=*/false, apply_files);
   if (render_cmd->parsed()) return RunRender(render);
   if (get_services->parsed()) return RunGetServices(live, get_name, /*backends_view=*/false);
   if (get_backends->parsed()) return RunGetServices(live, get_name, /*backends_view=*/true);

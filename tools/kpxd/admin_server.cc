@@ -86,6 +86,23 @@ void AdminServer::Routes() {
   server_->Get("/v1/stats", [this, on_loop](const httplib::Request&, httplib::Response& res) {
     on_loop(res, [this] { return std::pair{200, daemon_->StatsJson()}; });
   });
+  // Mutations: JSON body in, the affected rules (or an error) out.
+  auto post = [this, on_loop](const char* path,
+                              std::pair<int, nlohmann::json> (Daemon::*handler)(
+                                  const nlohmann::json&)) {
+    server_->Post(path, [this, on_loop, handler](const httplib::Request& req,
+                                                 httplib::Response& res) {
+      nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+      if (body.is_discarded() || !body.is_object()) {
+        return Error(res, 400, "request body must be a JSON object");
+      }
+      on_loop(res, [this, handler, body] { return (daemon_->*handler)(body); });
+    });
+  };
+  post("/v1/endpoints", &Daemon::HandleEndpoints);
+  post("/v1/drain", &Daemon::HandleDrain);
+  post("/v1/apply", &Daemon::HandleApply);
+  post("/v1/delete", &Daemon::HandleDelete);
   server_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.body.empty()) {
       Error(res, res.status, absl::StrCat("no such admin endpoint: ", req.method, " ", req.path));

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 
@@ -43,6 +44,17 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
   KPX_ASSIGN_OR_RETURN(d->manifests_,
                        controller::ManifestDirSource::Create(d->options_.manifest_dir));
   d->reconciler_ = std::make_unique<Reconciler>(d->options_.node, d->dataplane_.get());
+  if (!d->options_.state_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(d->options_.state_dir + "/applied", ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("--state-dir ", d->options_.state_dir, ": ", ec.message()));
+    }
+    KPX_ASSIGN_OR_RETURN(d->applied_, controller::ManifestDirSource::Create(
+                                          d->options_.state_dir + "/applied"));
+    if (absl::Status s = d->LoadOverrides(); !s.ok()) LOG(ERROR) << s.message();
+  }
   return d;
 }
 
@@ -81,6 +93,8 @@ std::pair<int, nlohmann::json> Daemon::ServicesJson(const std::string& name) con
     nlohmann::json j = controller::RuleToJson(rule);
     auto applied = reconciler_->applied().find(key);
     j["programmed"] = applied != reconciler_->applied().end() && applied->second == rule;
+    auto ov = reconciler_->overrides().find(rule.service.service);
+    j["overridden"] = ov != reconciler_->overrides().end();
     j["dataplane"] = std::string(dataplane_->Name());
     auto st = stats.find(key);
     if (st != stats.end()) {
@@ -92,6 +106,11 @@ std::pair<int, nlohmann::json> Daemon::ServicesJson(const std::string& name) con
       const controller::Backend& b = rule.backends[i];
       nlohmann::json& jb = j["backends"][i];
       jb["healthy"] = b.healthy;
+      if (ov != reconciler_->overrides().end()) {
+        for (const controller::BackendAddr& d : ov->second.drain) {
+          if (d.ip == b.ip && d.port == b.port) jb["draining"] = true;
+        }
+      }
       if (st == stats.end()) continue;
       for (const dataplane::BackendStats& bs : st->second.backends) {
         if (bs.ip == b.ip && bs.port == b.port) {
@@ -181,7 +200,13 @@ int Daemon::Run(int signal_fd) {
   }
   LOG(INFO) << "kpxd starting: node " << options_.node.name << ", dataplane "
             << dataplane_->Name() << ", manifests " << options_.manifest_dir;
-  ApplyUpdates(manifests_->Rescan());
+  {
+    std::vector<SourceUpdate> initial = manifests_->Rescan();
+    if (applied_ != nullptr) {
+      for (SourceUpdate& u : applied_->Rescan()) initial.push_back(std::move(u));
+    }
+    ApplyUpdates(std::move(initial));
+  }
   // Whatever a previous kpxd left in the dataplane and the first sync did not
   // claim goes now, not before: a restart never interrupts live rules.
   if (absl::Status s = dataplane_->Prune(reconciler_->desired()); !s.ok()) {
@@ -193,15 +218,18 @@ int Daemon::Run(int signal_fd) {
 
   bool running = true;
   while (running) {
-    pollfd fds[3] = {{manifests_->fd(), POLLIN, 0}, {signal_fd, POLLIN, 0},
-                     {loop_.fd(), POLLIN, 0}};
-    int n = poll(fds, 3, reconciler_->in_sync() ? -1 : 1000);
+    pollfd fds[4] = {{manifests_->fd(), POLLIN, 0},
+                     {signal_fd, POLLIN, 0},
+                     {loop_.fd(), POLLIN, 0},
+                     {applied_ ? applied_->fd() : -1, POLLIN, 0}};
+    int n = poll(fds, 4, reconciler_->in_sync() ? -1 : 1000);
     if (n < 0 && errno != EINTR) PLOG(FATAL) << "poll";
     if (!reconciler_->in_sync()) {
       if (absl::Status s = reconciler_->Resync(); !s.ok()) LOG(ERROR) << "resync: " << s.message();
     }
     if (n > 0 && (fds[2].revents & POLLIN)) loop_.RunPending();
     if (n > 0 && (fds[0].revents & POLLIN)) ApplyUpdates(manifests_->ReadEvents());
+    if (n > 0 && (fds[3].revents & POLLIN)) ApplyUpdates(applied_->ReadEvents());
     if (n > 0 && (fds[1].revents & POLLIN)) {
       signalfd_siginfo si;
       while (read(signal_fd, &si, sizeof(si)) == sizeof(si)) {

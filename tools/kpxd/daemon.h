@@ -26,6 +26,10 @@ struct DaemonOptions {
   absl::Duration drain_timeout = absl::Seconds(30);
   std::string status_file;
   std::string admin_socket;  // "" = no admin API
+  // Persistent operator state: overrides.json (kpxctl endpoints/drain) and
+  // applied/ (manifests pushed with kpxctl apply, watched like --manifest-dir).
+  // "" = nothing persisted (overrides and applies then die with the process).
+  std::string state_dir;
 };
 
 class AdminServer;
@@ -47,11 +51,19 @@ class Daemon {
   // 200 + {"services": [...]} (all, or those of `name` = "ns/name"), 404 if
   // `name` matches nothing.
   std::pair<int, nlohmann::json> ServicesJson(const std::string& name) const;
+  // Mutations: validate everything first, change nothing on error (4xx).
+  std::pair<int, nlohmann::json> HandleEndpoints(const nlohmann::json& request);
+  std::pair<int, nlohmann::json> HandleDrain(const nlohmann::json& request);
+  std::pair<int, nlohmann::json> HandleApply(const nlohmann::json& request);
+  std::pair<int, nlohmann::json> HandleDelete(const nlohmann::json& request);
 
  private:
   explicit Daemon(DaemonOptions options);
   void ApplyUpdates(std::vector<controller::SourceUpdate> updates);
   void WriteStatus();
+  absl::Status LoadOverrides();
+  absl::Status SaveOverrides() const;
+  std::string AppliedPath(const std::string& name) const;
   void Shutdown();
 
   DaemonOptions options_;
@@ -60,6 +72,7 @@ class Daemon {
   uring::UringProxy* uring_ = nullptr;  // dataplane_ when it is the io_uring proxy
   std::unique_ptr<controller::Reconciler> reconciler_;
   std::unique_ptr<controller::ManifestDirSource> manifests_;
+  std::unique_ptr<controller::ManifestDirSource> applied_;  // <state_dir>/applied
   absl::Duration last_programming_latency_;
   std::unique_ptr<AdminServer> admin_;
 };

@@ -28,6 +28,9 @@ DEFINE_string(drain_timeout, "30s", "On SIGTERM, wait this long for connections 
 DEFINE_int32(max_connections, 65536, "Maximum relayed connections (beyond: reset)");
 DEFINE_string(admin_socket, "/run/kpx/kpxd.sock",
               "Unix socket of the admin API (kpxctl talks to it); \"\" disables it");
+DEFINE_string(state_dir, "/var/lib/kpx",
+              "Operator state kept across restarts: endpoint overrides and manifests pushed "
+              "with kpxctl apply; \"\" keeps nothing");
 DEFINE_string(status_file, "",
               "If set, kpxd rewrites this JSON file (atomically) after every sync: frontends, "
               "services, in_sync, per-file parse errors. Scripts wait on it.");
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
   opts.drain_timeout = DurationFlag("drain-timeout", FLAGS_drain_timeout);
   opts.status_file = FLAGS_status_file;
   opts.admin_socket = FLAGS_admin_socket;
+  opts.state_dir = FLAGS_state_dir;
 
   // Signals are read through a signalfd in the loop, never in a handler; they
   // are blocked before any thread starts so every thread inherits the mask.
