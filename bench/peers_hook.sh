@@ -40,7 +40,8 @@ project_start() {
   kpxb_spawn "$KPXB_NODE_NS" "$KPXB_OUT/logs/kpxd.log" \
     "$KPX_BUILD/tools/kpxd" --manifest-dir "$KPXB_MANIFESTS" --hostname-override node \
     --cluster-cidr "$KPXB_CLUSTER_CIDR" --dataplane "${KPX_DATAPLANE:-uring}" \
-    --status-file "$KPX_STATUS" --admin-socket "$KPXB_STATE_DIR/kpxd.sock" ${KPX_KPXD_ARGS:-}
+    --status-file "$KPX_STATUS" --admin-socket "$KPXB_STATE_DIR/kpxd.sock" \
+    --state-dir "$KPXB_STATE_DIR/kpx-state" ${KPX_KPXD_ARGS:-}
   local n; n=$(find "$KPXB_MANIFESTS" -maxdepth 1 -name '*.yaml' | wc -l)
   kpx_wait_files "$n"
 }

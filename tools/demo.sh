@@ -88,7 +88,7 @@ cp config/examples/flask.yaml "$MANIFESTS/"
 say "kpxd in the node namespace, io_uring dataplane, watching $MANIFESTS"
 tools/lab.sh exec node "$REPO/build/tools/kpxd" --manifest-dir "$MANIFESTS" \
   --hostname-override a4-worker3 --status-file "$STATUS" --dataplane uring \
-  --admin-socket "$WORK/kpxd.sock" \
+  --admin-socket "$WORK/kpxd.sock" --state-dir "$WORK/state" \
   >"$WORK/kpxd.log" 2>&1 &
 KPXD_PID=$!
 wait_updates 0
