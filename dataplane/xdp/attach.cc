@@ -88,6 +88,14 @@ absl::StatusOr<XdpAttachment> AttachXdp(int prog_fd, const std::string& pin_dir,
       int err = bpf_link_update(fd, prog_fd, nullptr);
       if (err == 0) {
         out.updated = true;
+        LIBBPF_OPTS(bpf_xdp_query_opts, q);
+        out.generic = bpf_xdp_query(ifindex, 0, &q) == 0 && q.attach_mode == XDP_ATTACHED_SKB;
+        if ((mode == XdpMode::kGeneric) != out.generic && mode != XdpMode::kAuto) {
+          // Changing the mode means detaching: not on a restart.
+          LOG(WARNING) << "xdp: " << ifname << " keeps its " << (out.generic ? "generic" : "native")
+                       << "-mode link; --xdp-mode=" << XdpModeName(mode)
+                       << " applies after kpxd --cleanup (which interrupts traffic)";
+        }
         return out;
       }
       if (-err != ENOLINK) return Err(-err, absl::StrCat("updating the XDP link of ", ifname));

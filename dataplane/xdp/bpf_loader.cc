@@ -46,8 +46,15 @@ int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
       if (log_capture->size() > 2 * kLogTail) log_capture->erase(0, log_capture->size() - kLogTail);
     }
   }
-  if (level == LIBBPF_WARN) LOG(WARNING) << "libbpf: " << line;
-  if (level == LIBBPF_INFO) VLOG(1) << "libbpf: " << line;
+  // Netlink extack text ("Kernel error message: Parent Qdisc doesn't
+  // exists") comes with every tc query of an interface without clsact; the
+  // failures that matter reach the caller's Status with the captured tail.
+  const bool chatter = line.find("Kernel error message") != std::string::npos;
+  if (level == LIBBPF_WARN && !chatter) {
+    LOG(WARNING) << line;
+  } else if (level != LIBBPF_DEBUG) {
+    VLOG(1) << line;
+  }
   return 0;
 }
 
