@@ -76,10 +76,8 @@ KPX_INLINE int tc_fib_forward(struct __sk_buff *skb, struct kpx_pkt *p)
 				sizeof(__be16)) ||
 	    bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct iphdr, ttl), &ttl, 1, 0) ||
 	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0)) {
-		kpx_count(KPX_V_PASS_STACK);
-		return TC_ACT_SHOT; /* half rewritten: must not go anywhere */
-	}
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0))
+		return TC_ACT_SHOT; /* half rewritten (skb not writable): must not go anywhere */
 	kpx_count(KPX_V_REDIRECT);
 	return bpf_redirect(fib.ifindex, 0);
 }
