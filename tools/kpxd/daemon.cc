@@ -29,17 +29,7 @@ using controller::SourceUpdate;
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
   std::unique_ptr<Daemon> d(new Daemon(std::move(options)));
   if (d->loop_.fd() < 0) return absl::InternalError("eventfd for the reconcile loop failed");
-  if (d->options_.dataplane != "auto" && d->options_.dataplane != "uring") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--dataplane=", d->options_.dataplane, ": only 'uring' and 'auto' are available"));
-  }
-  auto proxy = uring::UringProxy::Create(d->options_.uring);
-  if (!proxy.ok()) {
-    return absl::Status(proxy.status().code(),
-                        absl::StrCat("io_uring dataplane: ", proxy.status().message()));
-  }
-  d->uring_ = proxy->get();
-  d->dataplane_ = std::move(*proxy);
+  KPX_RETURN_IF_ERROR(d->CreateDataplane());
 
   KPX_ASSIGN_OR_RETURN(d->manifests_,
                        controller::ManifestDirSource::Create(d->options_.manifest_dir));
@@ -58,6 +48,46 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
   return d;
 }
 
+// --dataplane: xdp, uring, or auto = XDP when it loads and attaches here,
+// else the io_uring proxy, with the reason logged.
+absl::Status Daemon::CreateDataplane() {
+  const std::string& want = options_.dataplane;
+  if (want != "auto" && want != "xdp" && want != "uring") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dataplane=", want, ": must be auto, xdp or uring"));
+  }
+  if (want != "uring") {
+    absl::Status probe = xdp::XdpDataplane::Probe();
+    if (probe.ok()) {
+      auto x = xdp::XdpDataplane::Create(options_.xdp);
+      if (x.ok()) {
+        const auto& adopted = (*x)->adoption();
+        LOG(INFO) << "eBPF dataplane: XDP on " << (*x)->xdp_attachments().size()
+                  << " interface(s), tc on " << options_.xdp.tc_interfaces.size()
+                  << "; pinned at " << (*x)->pin_dir() << "; adopted " << adopted.frontends
+                  << " frontends from a previous kpxd";
+        dataplane_ = std::move(*x);
+        return absl::OkStatus();
+      }
+      probe = x.status();
+    }
+    if (want == "xdp") {
+      return absl::Status(probe.code(), absl::StrCat("XDP dataplane: ", probe.message()));
+    }
+    fallback_reason_ = std::string(probe.message());
+    LOG(WARNING) << "--dataplane=auto: XDP unavailable (" << fallback_reason_
+                 << "); using the io_uring proxy";
+  }
+  auto proxy = uring::UringProxy::Create(options_.uring);
+  if (!proxy.ok()) {
+    return absl::Status(proxy.status().code(),
+                        absl::StrCat("io_uring dataplane: ", proxy.status().message()));
+  }
+  uring_ = proxy->get();
+  dataplane_ = std::move(*proxy);
+  return absl::OkStatus();
+}
+
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
 Daemon::~Daemon() = default;
 
@@ -68,7 +98,7 @@ nlohmann::json Daemon::VersionJson() const {
 
 nlohmann::json Daemon::StatsJson() const {
   const auto& st = reconciler_->stats();
-  return {{"dataplane", std::string(dataplane_->Name())},
+  nlohmann::json j = {{"dataplane", std::string(dataplane_->Name())},
           {"in_sync", reconciler_->in_sync()},
           {"frontends", st.frontends},
           {"services", st.services},
@@ -80,6 +110,16 @@ nlohmann::json Daemon::StatsJson() const {
           {"manifest_files", manifests_->loaded_files()},
           {"manifest_updates", manifests_->stats().updates},
           {"parse_errors", manifests_->stats().parse_errors}};
+  if (!fallback_reason_.empty()) j["xdp_unavailable"] = fallback_reason_;
+  if (auto* x = dynamic_cast<xdp::XdpDataplane*>(dataplane_.get())) {
+    auto verdicts = x->VerdictStats();
+    if (verdicts.ok()) {
+      nlohmann::json v = nlohmann::json::object();
+      for (int i = 0; i < KPX_V_MAX; ++i) v[xdp::XdpDataplane::VerdictName(i)] = (*verdicts)[i];
+      j["xdp_verdicts"] = std::move(v);
+    }
+  }
+  return j;
 }
 
 std::pair<int, nlohmann::json> Daemon::ServicesJson(const std::string& name) const {

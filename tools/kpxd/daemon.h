@@ -14,6 +14,7 @@
 #include "controller/source/manifest_dir_source.h"
 #include "dataplane/dataplane.h"
 #include "dataplane/uring/uring_proxy.h"
+#include "dataplane/xdp/xdp_dataplane.h"
 #include "nlohmann/json.hpp"
 
 namespace kpx::kpxd {
@@ -21,8 +22,9 @@ namespace kpx::kpxd {
 struct DaemonOptions {
   std::string manifest_dir;
   controller::NodeInfo node;
-  std::string dataplane = "auto";  // auto|uring (xdp when it lands)
+  std::string dataplane = "auto";  // auto|xdp|uring
   uring::UringProxyOptions uring;
+  xdp::XdpOptions xdp;
   absl::Duration drain_timeout = absl::Seconds(30);
   std::string status_file;
   std::string admin_socket;  // "" = no admin API
@@ -65,11 +67,13 @@ class Daemon {
   absl::Status SaveOverrides() const;
   std::string AppliedPath(const std::string& name) const;
   void Shutdown();
+  absl::Status CreateDataplane();
 
   DaemonOptions options_;
   LoopQueue loop_;
   std::unique_ptr<dataplane::Dataplane> dataplane_;
   uring::UringProxy* uring_ = nullptr;  // dataplane_ when it is the io_uring proxy
+  std::string fallback_reason_;         // why --dataplane=auto did not use XDP
   std::unique_ptr<controller::Reconciler> reconciler_;
   std::unique_ptr<controller::ManifestDirSource> manifests_;
   std::unique_ptr<controller::ManifestDirSource> applied_;  // <state_dir>/applied

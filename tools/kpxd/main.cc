@@ -1,23 +1,53 @@
 // kpxd: the kpx node daemon. Flags follow kube-proxy's names where the meaning
 // matches; `--flagfile` reads them from a file. The wiring lives in daemon.h.
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/statfs.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "dataplane/xdp/interfaces.h"
+#include "kpx/abi.h"
 #include "tools/kpxd/daemon.h"
 
 DEFINE_string(manifest_dir, "", "Directory of Service/EndpointSlice manifests to watch (inotify)");
 DEFINE_string(hostname_override, "", "Name of this node (default: the hostname)");
 DEFINE_string(node_zone, "", "Zone of this node, for topology-aware routing hints");
-DEFINE_string(dataplane, "auto", "Dataplane: auto|xdp|uring (auto = uring until XDP lands)");
+DEFINE_string(dataplane, "auto",
+              "Dataplane: xdp (eBPF: XDP + tc), uring (io_uring proxy), or auto = xdp when it "
+              "loads and attaches here, else uring (the log says why)");
+DEFINE_string(interfaces, "",
+              "Comma-separated interfaces for the XDP program (uplinks, where clients and "
+              "NodePort traffic arrive). Default: every non-loopback interface with an IPv4 "
+              "address except --bind-device");
+DEFINE_string(tc_interfaces, "",
+              "Comma-separated pod-facing interfaces for the tc ingress program (pods talking to "
+              "Services, backend replies). Default: every non-loopback interface without an "
+              "IPv4 address (pod veths) except --bind-device");
+DEFINE_string(xdp_mode, "auto", "XDP attach mode: auto (native, else generic)|native|generic");
+DEFINE_int32(maglev_table_size, KPX_MAGLEV_M_DEFAULT,
+             "Upper bound of a Service's Maglev lookup table (prime); each Service uses the "
+             "smallest listed prime >= 100 x its backends, up to this");
+DEFINE_string(bpf_pin_dir, "", "Where kpx's BPF maps and links are pinned (default /sys/fs/bpf/kpx/v1)");
+DEFINE_string(netns, "",
+              "Enter network namespace /run/netns/NAME before anything else (labs and tests; "
+              "unlike `ip netns exec` it keeps the host's mount namespace, so /sys/fs/bpf pins "
+              "outlive the process and a restart is hitless)");
+DEFINE_bool(cleanup, false,
+            "Detach kpx's XDP/tc programs, unpin its maps, remove --bind-device, and exit");
 DEFINE_string(bind_device, "kpx0", "Device that holds the Service VIPs (io_uring dataplane)");
 DEFINE_string(cluster_cidr, "", "Pod CIDR of the cluster (masquerade decisions; informational for uring)");
 DEFINE_int32(workers, 0, "Datapath worker threads (0 = number of CPUs)");
@@ -64,6 +94,53 @@ absl::Duration DurationFlag(const char* name, const std::string& value) {
   return d;
 }
 
+void EnterNetns(const std::string& name) {
+  std::string path = "/run/netns/" + name;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+    KPXD_FAIL << "--netns=" << name << ": cannot enter " << path << ": " << strerror(errno);
+  }
+  close(fd);
+}
+
+// bpffs must be mounted for pinned maps. Under `ip netns exec` (a private
+// mount namespace with a fresh /sys) it is not: mount one there, and say that
+// its pins die with that namespace.
+void EnsureBpffs() {
+  struct statfs st;
+  if (statfs("/sys/fs/bpf", &st) == 0 && static_cast<uint32_t>(st.f_type) == 0xcafe4a11u) return;
+  if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0) {
+    LOG(WARNING) << "/sys/fs/bpf is not a bpffs and mounting one failed: " << strerror(errno);
+    return;
+  }
+  LOG(WARNING) << "mounted a bpffs at /sys/fs/bpf in this mount namespace; pins made here "
+                  "disappear with it (run kpxd in the host mount namespace, or use --netns, "
+                  "for hitless restarts)";
+}
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// The default XDP (with IPv4) and tc (without: pod veths) interface lists.
+void DefaultInterfaces(kpx::xdp::XdpOptions* x) {
+  auto ifaces = kpx::xdp::ListInterfaces();
+  if (!ifaces.ok()) KPXD_FAIL << "listing interfaces: " << ifaces.status().message();
+  bool want_xdp = FLAGS_interfaces.empty(), want_tc = FLAGS_tc_interfaces.empty();
+  std::vector<std::string> xdp_list, tc_list;
+  for (const auto& i : *ifaces) {
+    if (i.loopback || i.name == FLAGS_bind_device) continue;
+    (i.addrs.empty() ? tc_list : xdp_list).push_back(i.name);
+  }
+  x->xdp_interfaces = want_xdp ? xdp_list : SplitList(FLAGS_interfaces);
+  x->tc_interfaces = want_tc ? tc_list : SplitList(FLAGS_tc_interfaces);
+}
+
 std::string NodeName() {
   if (!FLAGS_hostname_override.empty()) return FLAGS_hostname_override;
   char host[256] = {};
@@ -80,6 +157,20 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
 
+  if (!FLAGS_netns.empty()) EnterNetns(FLAGS_netns);
+  if (FLAGS_dataplane != "uring" || FLAGS_cleanup) EnsureBpffs();
+  std::string pin_dir = FLAGS_bpf_pin_dir.empty() ? kpx::xdp::DefaultPinDir() : FLAGS_bpf_pin_dir;
+  if (FLAGS_cleanup) {
+    absl::Status s = kpx::xdp::XdpDataplane::Cleanup(pin_dir);
+    if (!s.ok()) KPXD_FAIL << "--cleanup: " << s.message();
+    // The io_uring dataplane's VIP device: remove it only if kpx made it.
+    std::string cmd = "ip link del " + FLAGS_bind_device + " 2>/dev/null";
+    if (!FLAGS_bind_device.empty() && FLAGS_bind_device.rfind("kpx", 0) == 0) {
+      (void)!std::system(cmd.c_str());
+    }
+    std::cerr << "kpxd: cleaned up " << pin_dir << " and " << FLAGS_bind_device << std::endl;
+    return 0;
+  }
   if (FLAGS_manifest_dir.empty()) KPXD_FAIL << "--manifest-dir is required";
   auto algorithm = kpx::uring::ParseLbAlgorithm(FLAGS_lb_algorithm);
   if (!algorithm.ok()) KPXD_FAIL << "--lb-algorithm: " << algorithm.status().message();
@@ -95,6 +186,21 @@ int main(int argc, char** argv) {
   opts.uring.idle_timeout = DurationFlag("idle-timeout", FLAGS_idle_timeout);
   opts.uring.max_connections = FLAGS_max_connections;
   opts.drain_timeout = DurationFlag("drain-timeout", FLAGS_drain_timeout);
+  opts.xdp.pin_dir = pin_dir;
+  auto xdp_mode = kpx::xdp::ParseXdpMode(FLAGS_xdp_mode);
+  if (!xdp_mode.ok()) KPXD_FAIL << "--xdp-mode: " << xdp_mode.status().message();
+  opts.xdp.xdp_mode = *xdp_mode;
+  if (FLAGS_maglev_table_size < 3 || FLAGS_maglev_table_size > KPX_MAGLEV_M_MAX) {
+    KPXD_FAIL << "--maglev-table-size=" << FLAGS_maglev_table_size << ": must be 3.."
+              << KPX_MAGLEV_M_MAX;
+  }
+  opts.xdp.maglev_max_m = FLAGS_maglev_table_size;
+  if (!FLAGS_cluster_cidr.empty()) {
+    auto cidr = kpx::xdp::ParseIpv4Cidr(FLAGS_cluster_cidr);
+    if (!cidr.ok()) KPXD_FAIL << "--cluster-cidr: " << cidr.status().message();
+    opts.xdp.cluster_cidr = *cidr;
+  }
+  if (FLAGS_dataplane != "uring") DefaultInterfaces(&opts.xdp);
   opts.status_file = FLAGS_status_file;
   opts.admin_socket = FLAGS_admin_socket;
   opts.state_dir = FLAGS_state_dir;
