@@ -2,6 +2,8 @@
 // static_asserts pin every size and offset, and the BTF that clang emitted
 // for the BPF objects must agree with them (same sizes, same member
 // offsets), as must every map's type, key and value size and capacity.
+#include "kpx/abi.h"
+
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kpx/abi.h"
 #include "kpx_tc.skel.h"
 #include "kpx_xdp.skel.h"
 
@@ -89,35 +90,45 @@ struct StructLayout {
   std::vector<Member> members;
 };
 
-#define KPX_M(type, field) Member{#field, offsetof(type, field)}
+#define KPX_M(type, field) \
+  Member { #field, offsetof(type, field) }
 
 const std::vector<StructLayout>& Layouts() {
   static const std::vector<StructLayout> layouts = {
-      {"kpx_svc_key", sizeof(kpx_svc_key),
+      {"kpx_svc_key",
+       sizeof(kpx_svc_key),
        {KPX_M(kpx_svc_key, addr), KPX_M(kpx_svc_key, port), KPX_M(kpx_svc_key, proto),
         KPX_M(kpx_svc_key, pad)}},
-      {"kpx_svc", sizeof(kpx_svc),
+      {"kpx_svc",
+       sizeof(kpx_svc),
        {KPX_M(kpx_svc, id), KPX_M(kpx_svc, flags), KPX_M(kpx_svc, affinity_timeout_s),
         KPX_M(kpx_svc, backend_count), KPX_M(kpx_svc, maglev_m), KPX_M(kpx_svc, pad)}},
-      {"kpx_backend", sizeof(kpx_backend),
+      {"kpx_backend",
+       sizeof(kpx_backend),
        {KPX_M(kpx_backend, addr), KPX_M(kpx_backend, port), KPX_M(kpx_backend, flags),
         KPX_M(kpx_backend, pad)}},
-      {"kpx_ct_key", sizeof(kpx_ct_key),
+      {"kpx_ct_key",
+       sizeof(kpx_ct_key),
        {KPX_M(kpx_ct_key, saddr), KPX_M(kpx_ct_key, daddr), KPX_M(kpx_ct_key, sport),
         KPX_M(kpx_ct_key, dport), KPX_M(kpx_ct_key, proto), KPX_M(kpx_ct_key, pad)}},
-      {"kpx_ct_entry", sizeof(kpx_ct_entry),
+      {"kpx_ct_entry",
+       sizeof(kpx_ct_entry),
        {KPX_M(kpx_ct_entry, last_seen_ns), KPX_M(kpx_ct_entry, backend_id),
         KPX_M(kpx_ct_entry, svc_id), KPX_M(kpx_ct_entry, vip), KPX_M(kpx_ct_entry, vport),
         KPX_M(kpx_ct_entry, flags), KPX_M(kpx_ct_entry, pad)}},
-      {"kpx_affinity_key", sizeof(kpx_affinity_key),
+      {"kpx_affinity_key",
+       sizeof(kpx_affinity_key),
        {KPX_M(kpx_affinity_key, client), KPX_M(kpx_affinity_key, svc_id)}},
-      {"kpx_affinity_val", sizeof(kpx_affinity_val),
+      {"kpx_affinity_val",
+       sizeof(kpx_affinity_val),
        {KPX_M(kpx_affinity_val, last_seen_ns), KPX_M(kpx_affinity_val, backend_id),
         KPX_M(kpx_affinity_val, pad)}},
-      {"kpx_svc_stats", sizeof(kpx_svc_stats),
-       {KPX_M(kpx_svc_stats, packets), KPX_M(kpx_svc_stats, bytes),
-        KPX_M(kpx_svc_stats, new_flows), KPX_M(kpx_svc_stats, no_backend)}},
-      {"kpx_config", sizeof(kpx_config),
+      {"kpx_svc_stats",
+       sizeof(kpx_svc_stats),
+       {KPX_M(kpx_svc_stats, packets), KPX_M(kpx_svc_stats, bytes), KPX_M(kpx_svc_stats, new_flows),
+        KPX_M(kpx_svc_stats, no_backend)}},
+      {"kpx_config",
+       sizeof(kpx_config),
        {KPX_M(kpx_config, abi_version), KPX_M(kpx_config, flags), KPX_M(kpx_config, snat_addr),
         KPX_M(kpx_config, cluster_cidr), KPX_M(kpx_config, cluster_prefix),
         KPX_M(kpx_config, pad)}},

@@ -38,17 +38,25 @@ enum class Action { kPass, kRst, kRedirect, kDrop };
 inline uint32_t RetvalFor(Hook h, Action a) {
   if (h == Hook::kXdp) {
     switch (a) {
-      case Action::kPass: return 2;      // XDP_PASS
-      case Action::kRst: return 3;       // XDP_TX
-      case Action::kRedirect: return 4;  // XDP_REDIRECT
-      case Action::kDrop: return 1;      // XDP_DROP
+      case Action::kPass:
+        return 2;  // XDP_PASS
+      case Action::kRst:
+        return 3;  // XDP_TX
+      case Action::kRedirect:
+        return 4;  // XDP_REDIRECT
+      case Action::kDrop:
+        return 1;  // XDP_DROP
     }
   }
   switch (a) {
-    case Action::kPass: return 0;      // TC_ACT_OK
-    case Action::kRst: return 7;       // TC_ACT_REDIRECT (back out of the ingress device)
-    case Action::kRedirect: return 7;  // TC_ACT_REDIRECT
-    case Action::kDrop: return 2;      // TC_ACT_SHOT
+    case Action::kPass:
+      return 0;  // TC_ACT_OK
+    case Action::kRst:
+      return 7;  // TC_ACT_REDIRECT (back out of the ingress device)
+    case Action::kRedirect:
+      return 7;  // TC_ACT_REDIRECT
+    case Action::kDrop:
+      return 2;  // TC_ACT_SHOT
   }
   return ~0u;
 }
@@ -87,16 +95,18 @@ class BpfLb {
  public:
   static absl::StatusOr<std::unique_ptr<BpfLb>> Create() {
     static std::atomic<int> seq{0};
-    std::unique_ptr<BpfLb> lb(new BpfLb(
-        absl::StrCat("/sys/fs/bpf/kpx-test-", getpid(), "-", seq.fetch_add(1))));
+    std::unique_ptr<BpfLb> lb(
+        new BpfLb(absl::StrCat("/sys/fs/bpf/kpx-test-", getpid(), "-", seq.fetch_add(1))));
     LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = lb->pin_dir_.c_str());
     lb->xdp_ = kpx_xdp::open(&oo);
-    if (lb->xdp_ == nullptr) return absl::InternalError(absl::StrCat("open kpx_xdp: ", strerror(errno)));
+    if (lb->xdp_ == nullptr)
+      return absl::InternalError(absl::StrCat("open kpx_xdp: ", strerror(errno)));
     PrepareForLoad(lb->xdp_->obj, lb->pin_dir_);
     if (int err = kpx_xdp::load(lb->xdp_); err != 0)
       return absl::InternalError(absl::StrCat("load kpx_xdp: ", strerror(-err)));
     lb->tc_ = kpx_tc::open(&oo);
-    if (lb->tc_ == nullptr) return absl::InternalError(absl::StrCat("open kpx_tc: ", strerror(errno)));
+    if (lb->tc_ == nullptr)
+      return absl::InternalError(absl::StrCat("open kpx_tc: ", strerror(errno)));
     PrepareForLoad(lb->tc_->obj, lb->pin_dir_);
     if (int err = kpx_tc::load(lb->tc_); err != 0)
       return absl::InternalError(absl::StrCat("load kpx_tc: ", strerror(-err)));
@@ -212,7 +222,8 @@ class BpfLb {
                 .data_size_in = uint32_t(in.size()), .data_size_out = uint32_t(r.out.size()),
                 .repeat = 1);
     if (bpf_prog_test_run_opts(prog_fd(hook), &opts) != 0)
-      return absl::InternalError(absl::StrCat("BPF_PROG_TEST_RUN ", HookName(hook), ": ", strerror(errno)));
+      return absl::InternalError(
+          absl::StrCat("BPF_PROG_TEST_RUN ", HookName(hook), ": ", strerror(errno)));
     r.retval = opts.retval;
     r.out.resize(opts.data_size_out);
     return r;

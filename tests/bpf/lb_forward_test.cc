@@ -33,8 +33,9 @@ TEST_P(LbForwardTest, SynIsDnatedToMaglevBackendWithValidChecksums) {
   syn.payload = {'h', 'i', '!'};
   uint32_t be = MaglevPick(kTable, kClient, kVip, 40000, kVipPort);
   Bytes in = BuildTcp(syn);
-  Bytes out = Step("syn", in, {Action::kPass, BuildTcp(Dnat(syn, be)),
-                               V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
+  Bytes out =
+      Step("syn", in,
+           {Action::kPass, BuildTcp(Dnat(syn, be)), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
   TcpView v = ParseTcp(out);
   ASSERT_TRUE(v.ok);
   EXPECT_TRUE(v.ip_csum_ok);
@@ -197,9 +198,9 @@ TEST_P(LbForwardTest, IpOptionsArePreservedAndChecksummed) {
   syn.ip_options = {7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   syn.tcp_options = {2, 4, 0x05, 0xb4};
   uint32_t be = MaglevPick(kTable, kClient, kVip, 40006, kVipPort);
-  Bytes out = Step("syn with ip options", BuildTcp(syn),
-                   {Action::kPass, BuildTcp(Dnat(syn, be)),
-                    V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
+  Bytes out =
+      Step("syn with ip options", BuildTcp(syn),
+           {Action::kPass, BuildTcp(Dnat(syn, be)), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
   TcpView v = ParseTcp(out);
   EXPECT_EQ(v.ihl, 32u);
   EXPECT_TRUE(v.ip_csum_ok && v.tcp_csum_ok);

@@ -28,8 +28,8 @@ std::vector<PassCase> Cases() {
   TcpSpec other_port = ToVip(43000, kSyn);
   other_port.dport = 81;  // the VIP, another port
   c.push_back({"tcp syn to the VIP on another port", BuildTcp(other_port), KPX_V_PASS_NON_SERVICE});
-  c.push_back({"udp to the VIP port", BuildUdp(kClient, kVip, 5353, kVipPort, 40),
-               KPX_V_PASS_NON_SERVICE});
+  c.push_back(
+      {"udp to the VIP port", BuildUdp(kClient, kVip, 5353, kVipPort, 40), KPX_V_PASS_NON_SERVICE});
   c.push_back({"icmp echo to the VIP", BuildIcmpEcho(kClient, kVip), KPX_V_PASS_NON_SERVICE});
   c.push_back({"arp request for the VIP", BuildArpRequest(kClient, kVip), KPX_V_PASS_NON_SERVICE});
   c.push_back({"ipv6 tcp to port 80", BuildIpv6Tcp(kVipPort), KPX_V_PASS_NON_SERVICE});
@@ -50,8 +50,8 @@ std::vector<PassCase> Cases() {
   TcpSpec topts = ToVip(43004, kSyn);
   topts.tcp_options = {2, 4, 5, 0xb4, 1, 1, 1, 0};
   Bytes short_total = BuildTcp(topts);
-  c.push_back({"datagram shorter than tot_len", Cut(short_total, short_total.size() - 4),
-               KPX_V_MALFORMED});
+  c.push_back(
+      {"datagram shorter than tot_len", Cut(short_total, short_total.size() - 4), KPX_V_MALFORMED});
   Bytes bad_ihl = syn;
   bad_ihl[14] = 0x44;  // ihl 4 < 5
   c.push_back({"ihl below 5", bad_ihl, KPX_V_MALFORMED});

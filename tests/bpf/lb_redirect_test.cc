@@ -70,8 +70,9 @@ TEST_P(LbRedirectTest, ListedEgressDeviceGetsDirectRedirect) {
   want.ttl = 16;
   want.smac = kEgressMac;
   want.dmac = kBackendMac;
-  Bytes out = Step("syn", BuildTcp(syn),
-                   {Action::kRedirect, BuildTcp(want), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_REDIRECT, 1}}});
+  Bytes out =
+      Step("syn", BuildTcp(syn),
+           {Action::kRedirect, BuildTcp(want), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_REDIRECT, 1}}});
   TcpView v = ParseTcp(out);
   EXPECT_TRUE(v.ip_csum_ok && v.tcp_csum_ok);
 }

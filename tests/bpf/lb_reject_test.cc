@@ -129,8 +129,9 @@ TEST_P(LbRejectTest, EstablishedFlowOnRemovedBackendGetsRst) {
   Step("client rst", BuildTcp(rst), {Action::kDrop, std::nullopt, V{{KPX_V_DEAD_BACKEND, 1}}});
   // Reusing the tuple for a new connection picks a live backend.
   TcpSpec syn = ToVip(40104, kSyn);
-  Bytes syn_out = Step("new syn on the same tuple", BuildTcp(syn),
-                       {Action::kPass, std::nullopt, V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
+  Bytes syn_out =
+      Step("new syn on the same tuple", BuildTcp(syn),
+           {Action::kPass, std::nullopt, V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
   TcpView sv = ParseTcp(syn_out);
   EXPECT_NE(sv.daddr, kBackendAddr[be]);
   EXPECT_TRUE(sv.daddr == kBackendAddr[1] || sv.daddr == kBackendAddr[2] ||

@@ -89,8 +89,12 @@ class LbTcNetnsTest : public ::testing::Test {
     }
     auto out = node_->Exec(
         "set -e;"
-        "ip link add kpxnc type veth peer name kpxc0 netns " + client_->name() + ";"
-        "ip link add kpxnb type veth peer name kpxb0 netns " + backend_->name() + ";"
+        "ip link add kpxnc type veth peer name kpxc0 netns " +
+        client_->name() +
+        ";"
+        "ip link add kpxnb type veth peer name kpxb0 netns " +
+        backend_->name() +
+        ";"
         "ip addr add 10.0.1.1/24 dev kpxnc; ip addr add 10.0.2.1/24 dev kpxnb;"
         "ip link set kpxnc up; ip link set kpxnb up;"
         "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0"

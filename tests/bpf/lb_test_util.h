@@ -17,10 +17,9 @@
 namespace kpx::bpftest {
 
 inline const char* VerdictName(uint32_t v) {
-  static const char* const kNames[] = {"PASS_NON_SERVICE", "CT_HIT",       "NEW_FLOW",
-                                       "REPLY",            "NO_BACKEND",   "DEAD_BACKEND",
-                                       "REDIRECT",         "PASS_STACK",   "MALFORMED",
-                                       "FRAGMENT"};
+  static const char* const kNames[] = {"PASS_NON_SERVICE", "CT_HIT",       "NEW_FLOW", "REPLY",
+                                       "NO_BACKEND",       "DEAD_BACKEND", "REDIRECT", "PASS_STACK",
+                                       "MALFORMED",        "FRAGMENT"};
   return v < KPX_V_MAX ? kNames[v] : "?";
 }
 
@@ -52,8 +51,8 @@ inline std::string Hex(const Bytes& b) {
 // What one packet must produce.
 struct Expect {
   Action action = Action::kPass;
-  std::optional<Bytes> out;                // exact frame; nullopt = not compared
-  std::map<uint32_t, uint64_t> verdicts;   // counter deltas; unlisted ones must not move
+  std::optional<Bytes> out;               // exact frame; nullopt = not compared
+  std::map<uint32_t, uint64_t> verdicts;  // counter deltas; unlisted ones must not move
 };
 
 class LbTest : public ::testing::TestWithParam<Hook> {
@@ -106,8 +105,11 @@ inline const uint32_t kVip = Ip("10.96.0.10");
 inline constexpr uint16_t kVipPort = 80;
 inline constexpr uint32_t kSvcId = 1;
 inline const uint32_t kClient = Ip("192.168.50.7");
-inline const uint32_t kBackendAddr[] = {0, Ip("10.244.1.11"), Ip("10.244.2.12"),
-                                        Ip("10.244.3.13"), Ip("10.244.4.14"),
+inline const uint32_t kBackendAddr[] = {0,
+                                        Ip("10.244.1.11"),
+                                        Ip("10.244.2.12"),
+                                        Ip("10.244.3.13"),
+                                        Ip("10.244.4.14"),
                                         Ip("10.244.5.15")};
 inline constexpr uint16_t kBackendPort = 8080;
 inline const std::vector<uint32_t> kTable = {1, 2, 3, 1, 2, 3, 1};
@@ -128,7 +130,8 @@ inline void SetUpBasicWorld(BpfLb& lb, uint32_t svc_flags = 0, uint32_t timeout_
   for (uint32_t id = 1; id <= 5; ++id)
     ASSERT_TRUE(lb.SetBackend(id, kBackendAddr[id], kBackendPort).ok());
   ASSERT_TRUE(lb.SetMaglev(kSvcId, kTable).ok());
-  ASSERT_TRUE(lb.AddService(kVip, kVipPort, Svc(kSvcId, 3, kTable.size(), svc_flags, timeout_s)).ok());
+  ASSERT_TRUE(
+      lb.AddService(kVip, kVipPort, Svc(kSvcId, 3, kTable.size(), svc_flags, timeout_s)).ok());
 }
 
 inline uint32_t MaglevPick(const std::vector<uint32_t>& table, uint32_t saddr, uint32_t daddr,

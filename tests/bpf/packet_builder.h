@@ -49,10 +49,10 @@ struct TcpSpec {
   uint8_t ttl = 64;
   uint8_t tos = 0;
   uint16_t ip_id = 0x1234;
-  uint16_t frag_off = 0x4000;  // DF; host order flags+offset
+  uint16_t frag_off = 0x4000;    // DF; host order flags+offset
   std::optional<uint16_t> vlan;  // 802.1Q TCI
-  Bytes ip_options;   // multiple of 4 bytes
-  Bytes tcp_options;  // multiple of 4 bytes
+  Bytes ip_options;              // multiple of 4 bytes
+  Bytes tcp_options;             // multiple of 4 bytes
   Bytes payload;
   Mac smac = kClientMac;
   Mac dmac = kNodeMac;
@@ -250,8 +250,7 @@ inline TcpView ParseTcp(const Bytes& b) {
   v.tot_len = Get16(b, l3 + 2);
   v.frag_off = Get16(b, l3 + 6);
   v.ttl = b[l3 + 8];
-  if (b[l3 + 9] != 6 || v.ihl < 20 || b.size() < l3 + v.tot_len || v.tot_len < v.ihl + 20)
-    return v;
+  if (b[l3 + 9] != 6 || v.ihl < 20 || b.size() < l3 + v.tot_len || v.tot_len < v.ihl + 20) return v;
   v.saddr = GetBe32(b, l3 + 12);
   v.daddr = GetBe32(b, l3 + 16);
   v.ip_csum_ok = Fold(SumWords(&b[l3], v.ihl)) == 0;
