@@ -38,6 +38,8 @@ int kpx_tc(struct __sk_buff *skb)
 		kpx_count(kpx_parse_verdict(rc));
 		return TC_ACT_OK;
 	}
+	if (skb->vlan_present)
+		p.vlan = 1; /* tag held in skb metadata: no direct redirect */
 	lb4_decide(&p, &d);
 	kpx_count(d.verdict);
 	kpx_count_svc(d.svc_id, skb->len, d.verdict);

@@ -15,8 +15,10 @@
 #include "lib/parse.h"
 #include "lib/stats.h"
 
-/* 0 and fib filled in when the packet may be redirected to fib->ifindex. */
-KPX_INLINE int kpx_fib4(void *ctx, const struct kpx_pkt *p, __u32 ifindex,
+/* 0 and fib filled in when the packet may be redirected to fib->ifindex.
+ * tot_len 0 (tc) lets the kernel check the MTU against the skb itself, which
+ * is right for GSO skbs; XDP frames are single packets, so p->tot_len. */
+KPX_INLINE int kpx_fib4(void *ctx, const struct kpx_pkt *p, __u32 ifindex, __u16 tot_len,
 			struct bpf_fib_lookup *fib)
 {
 	if (p->vlan || p->ttl <= 1)
@@ -27,7 +29,7 @@ KPX_INLINE int kpx_fib4(void *ctx, const struct kpx_pkt *p, __u32 ifindex,
 	fib->l4_protocol = p->proto;
 	fib->sport = p->sport;
 	fib->dport = p->dport;
-	fib->tot_len = p->tot_len;
+	fib->tot_len = tot_len;
 	fib->ipv4_src = p->saddr;
 	fib->ipv4_dst = p->daddr;
 	fib->ifindex = ifindex;
@@ -49,7 +51,7 @@ KPX_INLINE int xdp_fib_forward(struct xdp_md *ctx, struct kpx_pkt *p)
 	struct bpf_fib_lookup fib;
 	struct iphdr *iph = p->iph;
 
-	if (kpx_fib4(ctx, p, ctx->ingress_ifindex, &fib)) {
+	if (kpx_fib4(ctx, p, ctx->ingress_ifindex, p->tot_len, &fib)) {
 		kpx_count(KPX_V_PASS_STACK);
 		return XDP_PASS;
 	}
@@ -67,7 +69,7 @@ KPX_INLINE int tc_fib_forward(struct __sk_buff *skb, struct kpx_pkt *p)
 	struct bpf_fib_lookup fib;
 	__u8 ttl = p->ttl - 1;
 
-	if (kpx_fib4(skb, p, skb->ifindex, &fib)) {
+	if (kpx_fib4(skb, p, skb->ifindex, 0, &fib)) {
 		kpx_count(KPX_V_PASS_STACK);
 		return TC_ACT_OK;
 	}
