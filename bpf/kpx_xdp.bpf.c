@@ -25,6 +25,18 @@ int kpx_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	lb4_decide(&p, &d);
+	/* XDP_TX back into a veth whose peer has no XDP program and GRO off
+	 * drops the frame silently (the lab's client, most pods). Answer with
+	 * XDP_TX only where userspace listed the ingress device as safe in
+	 * kpx_tx_ports; elsewhere pass the packet, untouched and uncounted, to
+	 * the tc program kpxd attaches to the same interface, which answers
+	 * with bpf_redirect (no such restriction). */
+	if (d.action == KPX_A_RST) {
+		__u32 ifindex = ctx->ingress_ifindex;
+
+		if (!bpf_map_lookup_elem(&kpx_tx_ports, &ifindex))
+			return XDP_PASS;
+	}
 	kpx_count(d.verdict);
 	kpx_count_svc(d.svc_id, data_end - data, d.verdict);
 	switch (d.action) {

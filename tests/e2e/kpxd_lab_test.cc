@@ -1,310 +1,21 @@
-// kpxd end to end in the netns lab (tools/lab.sh, own prefix "kpxe2e-"): a real
-// kpxd process in the node namespace, real pod servers, real TCP from the
-// client namespace to the Service VIP. Needs root; skips with a reason otherwise.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sched.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
+// kpxd end to end in the netns lab with the io_uring dataplane (lab prefix
+// "kpxe2e-"): a real kpxd process in the node namespace, real pod servers,
+// real TCP from the client namespace to the Service VIP. Needs root.
+#include "tests/e2e/kpxd_lab_fixture.h"
 
-#include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <functional>
-#include <map>
-#include <regex>
-#include <sstream>
-#include <string>
-#include <thread>
-
-#include "absl/strings/str_format.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
-#include "tests/testlib/testlib.h"
-
+namespace kpx::e2e {
 namespace {
 
-namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr char kPrefix[] = "kpxe2e-";
-constexpr char kVip[] = "10.96.4.197";
-using Clock = std::chrono::steady_clock;
-
-int Sh(const std::string& cmd) {
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-std::string ShOut(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
-}
-
-std::string LabCmd(const std::string& args) {
-  return absl::StrFormat("KPX_LAB_PREFIX=%s KPX_PODSERVER=%s %s %s", kPrefix,
-                         kpx::testing::BinaryPath("tools/podserver/kpx-podserver"),
-                         kpx::testing::SourcePath("tools/lab.sh"), args);
-}
-
-// Runs `fn` on a thread inside the named network namespace.
-void InNetns(const std::string& ns, const std::function<void()>& fn) {
-  std::thread t([&] {
-    int fd = open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
-      ADD_FAILURE() << "cannot enter netns " << ns;
-      if (fd >= 0) close(fd);
-      return;
-    }
-    close(fd);
-    fn();
-  });
-  t.join();
-}
-
-// Connects with a deadline; returns the fd or -errno.
-int ConnectTimeout(const char* ip, int port, int timeout_ms) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  inet_pton(AF_INET, ip, &sa.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 && errno != EINPROGRESS) {
-    int e = errno;
-    close(fd);
-    return -e;
-  }
-  pollfd p{fd, POLLOUT, 0};
-  if (poll(&p, 1, timeout_ms) != 1) {
-    close(fd);
-    return -ETIMEDOUT;
-  }
-  int err = 0;
-  socklen_t len = sizeof(err);
-  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0) {
-    close(fd);
-    return -err;
-  }
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  timeval tv{3, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  return fd;
-}
-
-bool SendAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w <= 0) return false;
-    p += w;
-    n -= w;
-  }
-  return true;
-}
-
-std::string ReadToEof(int fd) {
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t r = recv(fd, buf, sizeof(buf), 0);
-    if (r <= 0) break;
-    out.append(buf, r);
-  }
-  return out;
-}
-
-// One HTTP request with Connection: close; returns the body's first line
-// (the pod name) or "" on any failure.
-std::string HttpGet(const char* ip, int port) {
-  int fd = ConnectTimeout(ip, port, 2000);
-  if (fd < 0) return "";
-  std::string req = "GET / HTTP/1.1\r\nHost: kpx\r\nConnection: close\r\n\r\n";
-  std::string body;
-  if (SendAll(fd, req.data(), req.size())) {
-    std::string resp = ReadToEof(fd);
-    size_t pos = resp.find("\r\n\r\n");
-    if (resp.rfind("HTTP/1.1 200", 0) == 0 && pos != std::string::npos) {
-      body = resp.substr(pos + 4);
-      if (!body.empty() && body.back() == '\n') body.pop_back();
-    }
-  }
-  close(fd);
-  return body;
-}
-
-struct Spread {
-  std::map<std::string, int> by_pod;
-  int failed = 0;
-};
-
-class KpxdLabTest : public ::testing::Test {
+class KpxdLabTest : public KpxdLabFixture {
  protected:
-  static void SetUpTestSuite() {
-    if (!kpx::testing::MissingRootReason().empty()) return;
-    Sh(LabCmd("down") + " >/dev/null 2>&1");
-    lab_up_ = Sh(LabCmd("up") + " >/dev/null 2>&1") == 0;
-  }
-  static void TearDownTestSuite() {
-    if (!kpx::testing::MissingRootReason().empty()) return;
-    Sh(LabCmd("down") + " >/dev/null 2>&1");
-  }
-
-  void SetUp() override {
-    if (std::string why = kpx::testing::MissingRootReason(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(lab_up_) << "tools/lab.sh up failed";
-    char tmpl[] = "/tmp/kpx-e2e-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    work_ = tmpl;
-    fs::create_directory(work_ + "/m");
-  }
-
-  void TearDown() override {
-    StopKpxd();
-    for (int i = 1; i <= 4; ++i) Sh(LabCmd("pod-start " + std::to_string(i)) + " >/dev/null 2>&1");
-    if (!work_.empty()) fs::remove_all(work_);
-  }
-
-  std::string ManifestDir() const { return work_ + "/m"; }
-
-  // Writes a manifest atomically (temp file + rename), as a controller would.
-  void WriteManifest(const std::string& name, const std::string& content) {
-    std::string tmp = ManifestDir() + "/." + name + ".tmp";
-    std::ofstream(tmp) << content;
-    fs::rename(tmp, ManifestDir() + "/" + name);
-  }
-  void CopyExample(const std::string& name) {
-    std::ifstream in(kpx::testing::SourcePath("config/examples/" + name));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    WriteManifest(name, ss.str());
-  }
-
-  void StartKpxd() {
-    // A status file left by an earlier kpxd must not count as "ready".
-    fs::remove(work_ + "/status.json");
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string log = work_ + "/kpxd.log";
-      int fd = open(log.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::string kpxd = kpx::testing::BinaryPath("tools/kpxd");
-      std::string ns = std::string(kPrefix) + "node";
-      std::string mdir = ManifestDir();
-      std::string status = work_ + "/status.json";
-      execlp("ip", "ip", "netns", "exec", ns.c_str(), kpxd.c_str(), "--manifest-dir",
-             mdir.c_str(), "--hostname-override", "a4-worker3", "--status-file", status.c_str(),
-             "--dataplane", "uring", "--drain-timeout", "2s", "--admin-socket",
-             (work_ + "/kpxd.sock").c_str(), "--state-dir", (work_ + "/state").c_str(),
-             static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    ASSERT_GT(pid_, 0);
-    // kpxd writes the status file once its initial sync is programmed.
-    auto deadline = Clock::now() + std::chrono::seconds(5);
-    while (Status().find("\"in_sync\":true") == std::string::npos && Clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ASSERT_THAT(Status(), HasSubstr("\"in_sync\":true")) << Log();
-  }
-
-  // SIGTERM and wait (bounded); returns the exit code, or -1.
-  int StopKpxd() {
-    if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 100; ++i) {
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return -1;
-  }
-
-  std::string Status() const {
-    std::ifstream in(work_ + "/status.json");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  long StatusField(const std::string& field) const {
-    std::smatch m;
-    std::string s = Status();
-    if (!std::regex_search(s, m, std::regex("\"" + field + "\":([0-9]+)"))) return -1;
-    return std::stol(m[1]);
-  }
-  // Waits until kpxd applied more than `updates` source updates and is in sync.
-  bool WaitUpdates(long updates) {
-    auto deadline = Clock::now() + std::chrono::seconds(5);
-    while (Clock::now() < deadline) {
-      if (StatusField("updates") > updates && Status().find("\"in_sync\":true") != std::string::npos)
-        return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }
-  std::string Log() const {
-    std::ifstream in(work_ + "/kpxd.log");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
-  Spread Requests(int n, const char* ip = kVip, int port = 5000) {
-    Spread s;
-    InNetns(std::string(kPrefix) + "client", [&] {
-      for (int i = 0; i < n; ++i) {
-        std::string pod = HttpGet(ip, port);
-        if (pod.empty()) {
-          ++s.failed;
-        } else {
-          ++s.by_pod[pod];
-        }
-      }
-    });
-    return s;
-  }
-
-  static inline bool lab_up_ = false;
-  std::string work_;
-  pid_t pid_ = -1;
+  static void SetUpTestSuite() { LabUp("kpxe2e-"); }
+  static void TearDownTestSuite() { LabDown("kpxe2e-"); }
+  std::string Prefix() const override { return "kpxe2e-"; }
+  std::vector<std::string> DataplaneArgs() const override { return {"--dataplane=uring"}; }
 };
-
-std::string FlaskWithEndpoints(int keep) {
-  std::ifstream in(kpx::testing::SourcePath("config/examples/flask.yaml"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string src = ss.str();
-  size_t eps = src.find("endpoints:\n");
-  std::string out = src.substr(0, eps + 11);
-  size_t pos = eps + 11;
-  for (int i = 0; i < keep; ++i) {
-    size_t next = src.find("- addresses", pos + 1);
-    out += src.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
-    pos = next;
-    if (next == std::string::npos) break;
-  }
-  return out;
-}
 
 TEST_F(KpxdLabTest, TrafficThroughTheVipReachesEveryPod) {
   CopyExample("flask.yaml");
@@ -345,7 +56,7 @@ TEST_F(KpxdLabTest, DeletedServiceFailsFastNotHang) {
   EXPECT_EQ(StatusField("frontends"), 0);
   int err = 0;
   auto start = Clock::now();
-  InNetns(std::string(kPrefix) + "client", [&] {
+  InNetns(Prefix() + "client", [&] {
     int fd = ConnectTimeout(kVip, 5000, 3000);
     if (fd >= 0) close(fd);
     err = fd < 0 ? -fd : 0;
@@ -418,7 +129,7 @@ endpoints:
 - addresses: [10.244.2.2]
 )");
   StartKpxd();
-  InNetns(std::string(kPrefix) + "client", [&] {
+  InNetns(Prefix() + "client", [&] {
     // Half-close: the echo server sees our EOF only through the proxy's
     // shutdown(SHUT_WR), then sends the rest and closes.
     int fd = ConnectTimeout("10.96.9.9", 5001, 2000);
@@ -445,10 +156,6 @@ endpoints:
     EXPECT_EQ(ReadToEof(fd), absl::StrFormat("%d %016x\n", kTotal, hash));
     close(fd);
   });
-}
-
-std::string Kpxctl(const std::string& args) {
-  return kpx::testing::BinaryPath("tools/kpxctl") + " " + args;
 }
 
 TEST_F(KpxdLabTest, AdminApiShowsRulesCountersAndErrors) {
@@ -526,16 +233,17 @@ TEST_F(KpxdLabTest, ApplyAndDeletePushManifestsIntoTheRunningDaemon) {
   EXPECT_THAT(ShOut(Kpxctl(sock + "apply -f " + bad + " 2>&1")), HasSubstr("is not a port number"));
   EXPECT_EQ(Requests(3, "10.96.7.30", 5000).failed, 0);
   ASSERT_EQ(Sh(Kpxctl(sock + "delete -f " + example + " >/dev/null")), 0);
-  EXPECT_EQ(StatusField("frontends"), 0);
+  EXPECT_TRUE(WaitStatusField("frontends", 0)) << Status();
 }
 
 TEST_F(KpxdLabTest, SigtermExitsCleanlyAndRemovesVips) {
   CopyExample("flask.yaml");
   StartKpxd();
-  std::string ns = std::string(kPrefix) + "node";
+  std::string ns = Prefix() + "node";
   EXPECT_THAT(ShOut("ip -n " + ns + " -4 addr show dev kpx0"), HasSubstr(kVip));
   EXPECT_EQ(StopKpxd(), 0) << Log();
   EXPECT_THAT(ShOut("ip -n " + ns + " -4 addr show dev kpx0 2>&1"), Not(HasSubstr(kVip)));
 }
 
 }  // namespace
+}  // namespace kpx::e2e

@@ -8,6 +8,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -139,6 +140,14 @@ void DefaultInterfaces(kpx::xdp::XdpOptions* x) {
   }
   x->xdp_interfaces = want_xdp ? xdp_list : SplitList(FLAGS_interfaces);
   x->tc_interfaces = want_tc ? tc_list : SplitList(FLAGS_tc_interfaces);
+  // The tc program also runs behind XDP on the uplinks: XDP passes it the
+  // packets it must answer with a RST where XDP_TX is unsafe (veth peers).
+  for (const std::string& name : *x->xdp_interfaces) {
+    if (std::find(x->tc_interfaces.begin(), x->tc_interfaces.end(), name) ==
+        x->tc_interfaces.end()) {
+      x->tc_interfaces.push_back(name);
+    }
+  }
 }
 
 std::string NodeName() {

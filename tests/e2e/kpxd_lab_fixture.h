@@ -1,0 +1,333 @@
+// Shared fixture of the kpxd end-to-end tests: a netns lab (tools/lab.sh) with
+// its own prefix, a real kpxd process in the node namespace, and clients in
+// the client namespace. Needs root; skips with a reason otherwise.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testlib/testlib.h"
+
+namespace kpx::e2e {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kVip[] = "10.96.4.197";
+using Clock = std::chrono::steady_clock;
+
+inline int Sh(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+inline std::string ShOut(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+inline std::string LabCmd(const std::string& prefix, const std::string& args) {
+  return absl::StrFormat("KPX_LAB_PREFIX=%s KPX_PODSERVER=%s %s %s", prefix,
+                         kpx::testing::BinaryPath("tools/podserver/kpx-podserver"),
+                         kpx::testing::SourcePath("tools/lab.sh"), args);
+}
+
+// Runs `fn` on a thread inside the named network namespace.
+inline void InNetns(const std::string& ns, const std::function<void()>& fn) {
+  std::thread t([&] {
+    int fd = open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+      ADD_FAILURE() << "cannot enter netns " << ns;
+      if (fd >= 0) close(fd);
+      return;
+    }
+    close(fd);
+    fn();
+  });
+  t.join();
+}
+
+// Connects with a deadline; returns the fd or -errno.
+inline int ConnectTimeout(const char* ip, int port, int timeout_ms) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  inet_pton(AF_INET, ip, &sa.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 && errno != EINPROGRESS) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  pollfd p{fd, POLLOUT, 0};
+  if (poll(&p, 1, timeout_ms) != 1) {
+    close(fd);
+    return -ETIMEDOUT;
+  }
+  int err = 0;
+  socklen_t len = sizeof(err);
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err != 0) {
+    close(fd);
+    return -err;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  timeval tv{3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+inline bool SendAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= w;
+  }
+  return true;
+}
+
+inline std::string ReadToEof(int fd) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t r = recv(fd, buf, sizeof(buf), 0);
+    if (r <= 0) break;
+    out.append(buf, r);
+  }
+  return out;
+}
+
+// One HTTP request with Connection: close; returns the body's first line
+// (the pod name) or "" on any failure.
+inline std::string HttpGet(const char* ip, int port) {
+  int fd = ConnectTimeout(ip, port, 2000);
+  if (fd < 0) return "";
+  std::string req = "GET / HTTP/1.1\r\nHost: kpx\r\nConnection: close\r\n\r\n";
+  std::string body;
+  if (SendAll(fd, req.data(), req.size())) {
+    std::string resp = ReadToEof(fd);
+    size_t pos = resp.find("\r\n\r\n");
+    if (resp.rfind("HTTP/1.1 200", 0) == 0 && pos != std::string::npos) {
+      body = resp.substr(pos + 4);
+      if (!body.empty() && body.back() == '\n') body.pop_back();
+    }
+  }
+  close(fd);
+  return body;
+}
+
+struct Spread {
+  std::map<std::string, int> by_pod;
+  int failed = 0;
+};
+
+// Subclass per lab: a unique Prefix() ("kpx<x>-") and the dataplane flags.
+class KpxdLabFixture : public ::testing::Test {
+ protected:
+  static void LabUp(const std::string& prefix) {
+    if (!kpx::testing::MissingRootReason().empty()) return;
+    Sh(kpx::e2e::LabCmd(prefix, "down") + " >/dev/null 2>&1");
+    lab_up_ = Sh(kpx::e2e::LabCmd(prefix, "up") + " >/dev/null 2>&1") == 0;
+  }
+  static void LabDown(const std::string& prefix) {
+    if (!kpx::testing::MissingRootReason().empty()) return;
+    Sh(kpx::e2e::LabCmd(prefix, "down") + " >/dev/null 2>&1");
+  }
+  virtual std::string Prefix() const = 0;
+  virtual std::vector<std::string> DataplaneArgs() const = 0;
+  std::string LabCmd(const std::string& args) const { return kpx::e2e::LabCmd(Prefix(), args); }
+
+  void SetUp() override {
+    if (std::string why = kpx::testing::MissingRootReason(); !why.empty()) GTEST_SKIP() << why;
+    ASSERT_TRUE(lab_up_) << "tools/lab.sh up failed";
+    char tmpl[] = "/tmp/kpx-e2e-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    work_ = tmpl;
+    fs::create_directory(work_ + "/m");
+  }
+
+  void TearDown() override {
+    StopKpxd();
+    for (int i = 1; i <= 4; ++i) Sh(LabCmd("pod-start " + std::to_string(i)) + " >/dev/null 2>&1");
+    if (!work_.empty()) fs::remove_all(work_);
+  }
+
+  std::string ManifestDir() const { return work_ + "/m"; }
+
+  // Writes a manifest atomically (temp file + rename), as a controller would.
+  void WriteManifest(const std::string& name, const std::string& content) {
+    std::string tmp = ManifestDir() + "/." + name + ".tmp";
+    std::ofstream(tmp) << content;
+    fs::rename(tmp, ManifestDir() + "/" + name);
+  }
+  void CopyExample(const std::string& name) {
+    std::ifstream in(kpx::testing::SourcePath("config/examples/" + name));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    WriteManifest(name, ss.str());
+  }
+
+  void StartKpxd() {
+    // A status file left by an earlier kpxd must not count as "ready".
+    fs::remove(work_ + "/status.json");
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string log = work_ + "/kpxd.log";
+      int fd = open(log.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      std::vector<std::string> args = {kpx::testing::BinaryPath("tools/kpxd"),
+                                        "--netns=" + Prefix() + "node",
+                                        "--manifest-dir=" + ManifestDir(),
+                                        "--hostname-override=a4-worker3",
+                                        "--status-file=" + work_ + "/status.json",
+                                        "--drain-timeout=2s",
+                                        "--admin-socket=" + work_ + "/kpxd.sock",
+                                        "--state-dir=" + work_ + "/state"};
+      for (const std::string& a : DataplaneArgs()) args.push_back(a);
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    ASSERT_GT(pid_, 0);
+    // kpxd writes the status file once its initial sync is programmed.
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (Status().find("\"in_sync\":true") == std::string::npos && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_THAT(Status(), HasSubstr("\"in_sync\":true")) << Log();
+  }
+
+  // Signals kpxd (SIGTERM by default) and waits (bounded); returns the exit
+  // code, or -1.
+  int StopKpxd(int sig = SIGTERM) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, sig);
+    int status = 0;
+    for (int i = 0; i < 100; ++i) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return -1;
+  }
+
+  std::string Status() const {
+    std::ifstream in(work_ + "/status.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  long StatusField(const std::string& field) const {
+    std::smatch m;
+    std::string s = Status();
+    if (!std::regex_search(s, m, std::regex("\"" + field + "\":([0-9]+)"))) return -1;
+    return std::stol(m[1]);
+  }
+  // Waits (bounded) until the status file's `field` equals `value`: the file
+  // is rewritten after the loop iteration that made the change.
+  bool WaitStatusField(const std::string& field, long value) {
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (StatusField(field) != value && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return StatusField(field) == value;
+  }
+  // Waits until kpxd applied more than `updates` source updates and is in sync.
+  bool WaitUpdates(long updates) {
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (Clock::now() < deadline) {
+      if (StatusField("updates") > updates && Status().find("\"in_sync\":true") != std::string::npos)
+        return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+  std::string Log() const {
+    std::ifstream in(work_ + "/kpxd.log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  Spread Requests(int n, const char* ip = kVip, int port = 5000) {
+    Spread s;
+    InNetns(Prefix() + "client", [&] {
+      for (int i = 0; i < n; ++i) {
+        std::string pod = HttpGet(ip, port);
+        if (pod.empty()) {
+          ++s.failed;
+        } else {
+          ++s.by_pod[pod];
+        }
+      }
+    });
+    return s;
+  }
+
+  static inline bool lab_up_ = false;
+  std::string work_;
+  pid_t pid_ = -1;
+};
+
+inline std::string FlaskWithEndpoints(int keep) {
+  std::ifstream in(kpx::testing::SourcePath("config/examples/flask.yaml"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string src = ss.str();
+  size_t eps = src.find("endpoints:\n");
+  std::string out = src.substr(0, eps + 11);
+  size_t pos = eps + 11;
+  for (int i = 0; i < keep; ++i) {
+    size_t next = src.find("- addresses", pos + 1);
+    out += src.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    pos = next;
+    if (next == std::string::npos) break;
+  }
+  return out;
+}
+
+inline std::string Kpxctl(const std::string& args) {
+  return kpx::testing::BinaryPath("tools/kpxctl") + " " + args;
+}
+
+}  // namespace kpx::e2e
