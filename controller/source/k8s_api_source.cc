@@ -10,11 +10,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -103,9 +104,10 @@ class ResourceWatcher {
 
   void RequestStop() {
     {
-      absl::MutexLock l(&sleep_mu_);
+      std::lock_guard<std::mutex> l(sleep_mu_);
       stop_ = true;
     }
+    sleep_cv_.notify_all();
     stopping_.store(true);
     curl_multi_wakeup(multi_);
   }
@@ -115,7 +117,7 @@ class ResourceWatcher {
   }
 
   K8sApiResourceStats Stats() const {
-    absl::MutexLock l(&stats_mu_);
+    std::lock_guard<std::mutex> l(stats_mu_);
     return stats_;
   }
 
@@ -149,6 +151,7 @@ class ResourceWatcher {
 
   void Run() {
     absl::Duration backoff = opts_.initial_backoff;
+    absl::Duration relist_delay = absl::ZeroDuration();
     bool need_list = true;
     while (!stopping_.load()) {
       Outcome out;
@@ -169,6 +172,17 @@ class ResourceWatcher {
           LOG(INFO) << res_.kind << " watch expired at resourceVersion " << rv_ << "; relisting";
           Bump(&K8sApiResourceStats::relists);
           need_list = true;
+          // The usual case (a resume refused after a disconnect) relists at
+          // once; a server that keeps expiring fresh watches is relisted
+          // with growing delays, not in a tight loop.
+          if (progress_ || absl::Now() - started > absl::Seconds(1)) {
+            relist_delay = absl::ZeroDuration();
+          } else if (relist_delay == absl::ZeroDuration()) {
+            relist_delay = opts_.initial_backoff;
+          } else {
+            Sleep(relist_delay * absl::Uniform(rng_, 1.0, 1.25));
+            relist_delay = std::min(relist_delay * 2, opts_.max_backoff);
+          }
           continue;
         }
         if (progress_) backoff = opts_.initial_backoff;
@@ -180,28 +194,32 @@ class ResourceWatcher {
       }
       if (out == Outcome::kStopped) return;
       Bump(&K8sApiResourceStats::reconnects);
-      const absl::Duration delay = backoff * absl::Uniform(rng_, 1.0, 1.25);
+      Sleep(backoff * absl::Uniform(rng_, 1.0, 1.25));
       backoff = std::min(backoff * 2, opts_.max_backoff);
-      absl::MutexLock l(&sleep_mu_);
-      sleep_mu_.AwaitWithTimeout(absl::Condition(&stop_), delay);
     }
   }
 
+  // Waits `d` or until RequestStop().
+  void Sleep(absl::Duration d) {
+    std::unique_lock<std::mutex> l(sleep_mu_);
+    sleep_cv_.wait_for(l, absl::ToChronoNanoseconds(d), [this] { return stop_; });
+  }
+
   void Bump(uint64_t K8sApiResourceStats::*counter, uint64_t n = 1) {
-    absl::MutexLock l(&stats_mu_);
+    std::lock_guard<std::mutex> l(stats_mu_);
     stats_.*counter += n;
   }
 
   void RecordError(const std::string& what) {
     LOG(WARNING) << res_.kind << " " << what;
-    absl::MutexLock l(&stats_mu_);
+    std::lock_guard<std::mutex> l(stats_mu_);
     stats_.last_error = what;
   }
 
   void SetResourceVersion(const std::string& rv) {
     if (rv.empty()) return;
     rv_ = rv;
-    absl::MutexLock l(&stats_mu_);
+    std::lock_guard<std::mutex> l(stats_mu_);
     stats_.resource_version = rv;
   }
 
@@ -261,12 +279,9 @@ class ResourceWatcher {
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, Ms(opts_.connect_timeout));
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, Ms(timeout));
     // Stalled streams: less than 1 byte/s for the whole stall window.
-    const absl::Duration stall = opts_.stall_timeout > absl::ZeroDuration()
-                                     ? opts_.stall_timeout
-                                     : opts_.min_watch_timeout * 2 + absl::Seconds(30);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
-                     std::max(1L, static_cast<long>(absl::ToInt64Seconds(stall))));
+                     std::max(1L, static_cast<long>(absl::ToInt64Seconds(opts_.stall_timeout))));
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 15L);
@@ -379,7 +394,7 @@ class ResourceWatcher {
   }
 
   void UpdateObjectCount() {
-    absl::MutexLock l(&stats_mu_);
+    std::lock_guard<std::mutex> l(stats_mu_);
     stats_.objects = known_.size();
   }
 
@@ -492,7 +507,7 @@ class ResourceWatcher {
     if (!listed_once_) {
       listed_once_ = true;
       {
-        absl::MutexLock l(&stats_mu_);
+        std::lock_guard<std::mutex> l(stats_mu_);
         stats_.synced = true;
       }
       on_synced_();
@@ -624,8 +639,9 @@ class ResourceWatcher {
   CURL* easy_ = nullptr;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
-  absl::Mutex sleep_mu_;
-  bool stop_ ABSL_GUARDED_BY(sleep_mu_) = false;
+  std::mutex sleep_mu_;
+  std::condition_variable sleep_cv_;
+  bool stop_ = false;  // guarded by sleep_mu_
   absl::BitGen rng_;
 
   // Worker-thread state.
@@ -637,8 +653,8 @@ class ResourceWatcher {
   StreamEnd stream_end_ = StreamEnd::kNone;
   std::string stream_error_;
 
-  mutable absl::Mutex stats_mu_;
-  K8sApiResourceStats stats_ ABSL_GUARDED_BY(stats_mu_);
+  mutable std::mutex stats_mu_;
+  K8sApiResourceStats stats_;  // guarded by stats_mu_
 };
 
 // ------------------------------------------------------------------ source
@@ -647,11 +663,11 @@ absl::StatusOr<std::unique_ptr<K8sApiSource>> K8sApiSource::Create(K8sApiOptions
   if (options.access.server.empty()) {
     return absl::InvalidArgumentError("Kubernetes API source: no server URL");
   }
-  if (options.min_watch_timeout < absl::Seconds(1) ||
+  if (options.min_watch_timeout < absl::Seconds(1) || options.stall_timeout < absl::Seconds(1) ||
       options.initial_backoff <= absl::ZeroDuration() ||
       options.max_backoff < options.initial_backoff) {
     return absl::InvalidArgumentError(
-        "Kubernetes API source: watch timeout must be >= 1s and backoff positive");
+        "Kubernetes API source: watch and stall timeouts must be >= 1s, backoff positive");
   }
   std::call_once(g_curl_once, [] { g_curl_init = curl_global_init(CURL_GLOBAL_DEFAULT); });
   if (g_curl_init != CURLE_OK) {
@@ -706,7 +722,7 @@ void K8sApiSource::SignalLocked() {
 }
 
 void K8sApiSource::Deliver(std::vector<SourceUpdate> updates) {
-  absl::MutexLock l(&mu_);
+  std::lock_guard<std::mutex> l(mu_);
   for (SourceUpdate& u : updates) {
     auto [it, inserted] = pending_index_.try_emplace(u.source, pending_.size());
     if (inserted) {
@@ -723,13 +739,16 @@ void K8sApiSource::Deliver(std::vector<SourceUpdate> updates) {
 }
 
 void K8sApiSource::MarkSynced(int which) {
-  absl::MutexLock l(&mu_);
-  synced_[which] = true;
-  SignalLocked();  // wake the loop even when the cluster has no objects
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    synced_[which] = true;
+    SignalLocked();  // wake the loop even when the cluster has no objects
+  }
+  synced_cv_.notify_all();
 }
 
 std::vector<SourceUpdate> K8sApiSource::TakeUpdates() {
-  absl::MutexLock l(&mu_);
+  std::lock_guard<std::mutex> l(mu_);
   uint64_t count;
   while (read(fd_, &count, sizeof(count)) > 0) {
   }
@@ -742,14 +761,14 @@ std::vector<SourceUpdate> K8sApiSource::TakeUpdates() {
 }
 
 bool K8sApiSource::Synced() const {
-  absl::MutexLock l(&mu_);
+  std::lock_guard<std::mutex> l(mu_);
   return SyncedLocked();
 }
 
 bool K8sApiSource::WaitForSync(absl::Duration timeout) const {
-  absl::MutexLock l(&mu_);
-  mu_.AwaitWithTimeout(absl::Condition(this, &K8sApiSource::SyncedLocked), timeout);
-  return SyncedLocked();
+  std::unique_lock<std::mutex> l(mu_);
+  return synced_cv_.wait_for(l, absl::ToChronoNanoseconds(timeout),
+                             [this] { return SyncedLocked(); });
 }
 
 K8sApiStats K8sApiSource::stats() const {

@@ -14,16 +14,16 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "controller/objects.h"
 #include "controller/source/kubeconfig.h"
@@ -46,9 +46,11 @@ struct K8sApiOptions {
   absl::Duration min_watch_timeout = absl::Minutes(5);
   absl::Duration connect_timeout = absl::Seconds(10);
   absl::Duration list_timeout = absl::Seconds(60);  // per list page
-  // A watch that delivers no byte (not even a bookmark) for this long is
-  // treated as dead and resumed. 0 = 2 * min_watch_timeout + 30 s.
-  absl::Duration stall_timeout = absl::ZeroDuration();
+  // A stream (list page or watch) that delivers no byte for this long is
+  // treated as dead and resumed. The API server's watch cache sends a
+  // bookmark every minute to watches that allow them, so 150 s of silence is
+  // more than two missed bookmarks: the connection is gone, not quiet.
+  absl::Duration stall_timeout = absl::Seconds(150);
   absl::Duration initial_backoff = absl::Milliseconds(200);  // doubles per failure ...
   absl::Duration max_backoff = absl::Seconds(30);            // ... up to this
   bool proxy_from_env = true;            // honour https_proxy / no_proxy, as client-go does
@@ -109,19 +111,23 @@ class K8sApiSource {
   explicit K8sApiSource(K8sApiOptions options, int fd);
   void Deliver(std::vector<SourceUpdate> updates);
   void MarkSynced(int which);
-  void SignalLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool SyncedLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return synced_[0] && synced_[1]; }
+  void SignalLocked();                                                // mu_ held
+  bool SyncedLocked() const { return synced_[0] && synced_[1]; }      // mu_ held
 
   const K8sApiOptions options_;
   const int fd_;
   std::unique_ptr<ResourceWatcher> watchers_[2];  // Services, EndpointSlices
   bool started_ = false;
 
-  mutable absl::Mutex mu_;
-  bool synced_[2] ABSL_GUARDED_BY(mu_) = {false, false};
-  bool signalled_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<SourceUpdate> pending_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, size_t> pending_index_ ABSL_GUARDED_BY(mu_);
+  // std::mutex rather than absl::Mutex: ThreadSanitizer sees it (Debian's
+  // Abseil is not instrumented), and this is the class that needs checking.
+  mutable std::mutex mu_;
+  mutable std::condition_variable synced_cv_;
+  // Guarded by mu_:
+  bool synced_[2] = {false, false};
+  bool signalled_ = false;
+  std::vector<SourceUpdate> pending_;
+  absl::flat_hash_map<std::string, size_t> pending_index_;
 };
 
 // The source key of one API object: "api/<Kind>/<ns>/<name>".
