@@ -11,7 +11,18 @@ namespace {
 
 using V = std::map<uint32_t, uint64_t>;
 
-class LbRejectTest : public LbTest {};
+class LbRejectTest : public LbTest {
+ protected:
+  void SetUp() override {
+    LbTest::SetUp();
+    if (IsSkipped() || hook() != Hook::kXdp) return;
+    // XDP answers with XDP_TX only on ingress devices listed in kpx_tx_ports
+    // (elsewhere it hands the packet to tc: see XdpWithoutTxPortHandsRstToTc).
+    // BPF_PROG_TEST_RUN's XDP ingress device is the namespace's loopback.
+    uint32_t lo = 1;
+    ASSERT_EQ(bpf_map_update_elem(lb().tx_ports_fd(), &lo, &lo, BPF_ANY), 0) << strerror(errno);
+  }
+};
 
 // The RST the kernel would send for `in`: addresses, ports and MACs swapped,
 // IP options kept, TCP options and payload gone, RFC 793 seq/ack rules.
@@ -136,6 +147,26 @@ TEST_P(LbRejectTest, EstablishedFlowOnRemovedBackendGetsRst) {
   EXPECT_NE(sv.daddr, kBackendAddr[be]);
   EXPECT_TRUE(sv.daddr == kBackendAddr[1] || sv.daddr == kBackendAddr[2] ||
               sv.daddr == kBackendAddr[3]);
+}
+
+// Where XDP_TX is not known to be safe (a veth whose peer has no XDP program
+// and GRO off drops XDP_TX frames), XDP passes the packet untouched and
+// uncounted to the tc program on the same interface, which sends the RST.
+TEST(LbRejectXdp, XdpWithoutTxPortHandsRstToTc) {
+  if (std::string why = kpx::testing::MissingRootReason(); !why.empty()) GTEST_SKIP() << why;
+  auto lb = BpfLb::Create();
+  ASSERT_TRUE(lb.ok()) << lb.status();
+  SetUpEmptyService(**lb);
+  Bytes in = BuildTcp(ToVip(40100, kSyn));
+  auto r = (*lb)->Run(Hook::kXdp, in);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->retval, RetvalFor(Hook::kXdp, Action::kPass));
+  EXPECT_EQ(r->out, in);
+  EXPECT_EQ((*lb)->SvcStats(kSvcId).no_backend, 0u);
+  auto t = (*lb)->Run(Hook::kTc, in);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->retval, RetvalFor(Hook::kTc, Action::kRst));
+  EXPECT_EQ((*lb)->SvcStats(kSvcId).no_backend, 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Hooks, LbRejectTest, ::testing::Values(Hook::kXdp, Hook::kTc),

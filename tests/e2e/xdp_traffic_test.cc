@@ -214,7 +214,9 @@ class XdpTrafficE2E : public ::testing::Test {
     XdpOptions o;
     o.pin_dir = pin_dir_;
     o.xdp_interfaces = std::vector<std::string>{"n0"};
-    o.tc_interfaces = {"n1"};
+    // tc also behind XDP on n0: it sends the RSTs XDP hands it (XDP_TX into
+    // this veth would be dropped: its peer runs no XDP program).
+    o.tc_interfaces = {"n1", "n0"};
     o.cluster_cidr = *ParseIpv4Cidr("10.252.0.0/16");
     o.map_sizes = MapSizes{.frontends = 256, .backends = 1024, .services = 256, .conntrack = 4096, .affinity = 256};
     return o;
