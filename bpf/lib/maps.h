@@ -65,8 +65,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kpx_node_addrs SEC(".maps");
 
-/* Interfaces a NATed packet may be redirected to directly. Userspace lists
- * only devices where that is safe (a veth peer without XDP/GRO drops).
+/* Interfaces a NATed packet may be redirected to directly, and XDP ingress
+ * devices on which a RST may leave with XDP_TX. Userspace lists only devices
+ * where that is safe (a veth whose peer has no XDP/GRO drops both).
  * Loader note: the kernel adds BPF_F_RDONLY_PROG to every devmap it creates
  * and libbpf 1.1 then finds a pinned kpx_tx_ports "incompatible"; when the
  * pin exists, set map_flags = BPF_F_RDONLY_PROG on this map before load
