@@ -217,6 +217,7 @@ class KpxdLabFixture : public ::testing::Test {
                                         "--admin-socket=" + work_ + "/kpxd.sock",
                                         "--state-dir=" + work_ + "/state"};
       for (const std::string& a : DataplaneArgs()) args.push_back(a);
+      for (const std::string& a : extra_args_) args.push_back(a);
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -305,6 +306,7 @@ class KpxdLabFixture : public ::testing::Test {
   }
 
   static inline bool lab_up_ = false;
+  std::vector<std::string> extra_args_;  // appended to kpxd's flags by StartKpxd
   std::string work_;
   pid_t pid_ = -1;
 };

@@ -2,6 +2,7 @@
 // "kpxe2e-"): a real kpxd process in the node namespace, real pod servers,
 // real TCP from the client namespace to the Service VIP. Needs root.
 #include "tests/e2e/kpxd_lab_fixture.h"
+#include "tests/testlib/fake_apiserver.h"
 
 namespace kpx::e2e {
 namespace {
@@ -234,6 +235,54 @@ TEST_F(KpxdLabTest, ApplyAndDeletePushManifestsIntoTheRunningDaemon) {
   EXPECT_EQ(Requests(3, "10.96.7.30", 5000).failed, 0);
   ASSERT_EQ(Sh(Kpxctl(sock + "delete -f " + example + " >/dev/null")), 0);
   EXPECT_TRUE(WaitStatusField("frontends", 0)) << Status();
+}
+
+TEST_F(KpxdLabTest, FollowsTheKubernetesApiWatch) {
+  // A fake API server (real HTTP list + chunked watch) inside the node
+  // namespace, where kpxd can reach it on 127.0.0.1.
+  std::unique_ptr<kpx::testing::FakeApiServer> api;
+  InNetns(Prefix() + "node", [&] {
+    auto started = kpx::testing::FakeApiServer::Start({});
+    ASSERT_TRUE(started.ok()) << started.status();
+    api = std::move(*started);
+  });
+  ASSERT_NE(api, nullptr);
+  nlohmann::json svc = {
+      {"metadata", {{"name", "flask-svc"}, {"namespace", "default"}}},
+      {"spec", {{"clusterIP", kVip}, {"ports", {{{"name", "http"}, {"port", 5000}}}}}}};
+  auto slice = [](std::vector<std::string> ips) {
+    nlohmann::json eps = nlohmann::json::array();
+    for (const auto& ip : ips) eps.push_back({{"addresses", {ip}}, {"conditions", {{"ready", true}}}});
+    return nlohmann::json{
+        {"metadata",
+         {{"name", "flask-svc-1"},
+          {"namespace", "default"},
+          {"labels", {{"kubernetes.io/service-name", "flask-svc"}}}}},
+        {"addressType", "IPv4"},
+        {"ports", {{{"name", "http"}, {"port", 5000}, {"protocol", "TCP"}}}},
+        {"endpoints", eps}};
+  };
+  api->Apply("services", svc);
+  api->Apply("endpointslices", slice({"10.244.1.2", "10.244.2.2", "10.244.3.2", "10.244.3.3"}));
+  extra_args_ = {"--master=" + api->url()};
+  StartKpxd();
+  ASSERT_TRUE(WaitStatusField("frontends", 1)) << Status() << Log();
+  Spread s = Requests(60);
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_EQ(s.by_pod.size(), 4u);
+  // A watch event (the slice scaled to one pod) reaches the dataplane.
+  ASSERT_TRUE(api->WaitForOpenWatches("endpointslices", 1, absl::Seconds(5)));
+  long before = StatusField("api_updates");
+  api->Apply("endpointslices", slice({"10.244.2.2"}));
+  ASSERT_TRUE(WaitStatusField("api_updates", before + 1)) << Status();
+  s = Requests(10);
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_EQ(s.by_pod["pod2"], 10);
+  // Deleting the Service removes its frontend.
+  api->Delete("services", "default", "flask-svc");
+  EXPECT_TRUE(WaitStatusField("frontends", 0)) << Status();
+  StopKpxd();
+  api.reset();
 }
 
 TEST_F(KpxdLabTest, SigtermExitsCleanlyAndRemovesVips) {

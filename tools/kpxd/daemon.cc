@@ -31,8 +31,17 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
   if (d->loop_.fd() < 0) return absl::InternalError("eventfd for the reconcile loop failed");
   KPX_RETURN_IF_ERROR(d->CreateDataplane());
 
-  KPX_ASSIGN_OR_RETURN(d->manifests_,
-                       controller::ManifestDirSource::Create(d->options_.manifest_dir));
+  if (!d->options_.manifest_dir.empty()) {
+    KPX_ASSIGN_OR_RETURN(d->manifests_,
+                         controller::ManifestDirSource::Create(d->options_.manifest_dir));
+  }
+  if (d->options_.use_api) {
+    auto access = controller::ResolveClusterAccess(d->options_.kubeconfig, d->options_.master);
+    if (!access.ok()) return access.status();
+    controller::K8sApiOptions api_opts;
+    api_opts.access = *access;
+    KPX_ASSIGN_OR_RETURN(d->api_, controller::K8sApiSource::Create(api_opts));
+  }
   d->reconciler_ = std::make_unique<Reconciler>(d->options_.node, d->dataplane_.get());
   if (!d->options_.state_dir.empty()) {
     std::error_code ec;
@@ -107,9 +116,20 @@ nlohmann::json Daemon::StatsJson() const {
           {"endpoint_changes", st.endpoint_changes},
           {"last_sync_duration_us", absl::ToInt64Microseconds(st.last_sync_duration)},
           {"last_programming_latency_us", absl::ToInt64Microseconds(last_programming_latency_)},
-          {"manifest_files", manifests_->loaded_files()},
-          {"manifest_updates", manifests_->stats().updates},
-          {"parse_errors", manifests_->stats().parse_errors}};
+          {"manifest_files", manifests_ ? manifests_->loaded_files() : 0},
+          {"manifest_updates", manifests_ ? manifests_->stats().updates : 0},
+          {"parse_errors", manifests_ ? manifests_->stats().parse_errors : 0}};
+  if (api_ != nullptr) {
+    const auto st_api = api_->stats();
+    j["api"] = {{"synced", api_->Synced()},
+                {"updates", api_updates_},
+                {"services", {{"relists", st_api.services.relists},
+                              {"reconnects", st_api.services.reconnects},
+                              {"events", st_api.services.events}}},
+                {"endpointslices", {{"relists", st_api.slices.relists},
+                                    {"reconnects", st_api.slices.reconnects},
+                                    {"events", st_api.slices.events}}}};
+  }
   if (!fallback_reason_.empty()) j["xdp_unavailable"] = fallback_reason_;
   if (auto* x = dynamic_cast<xdp::XdpDataplane*>(dataplane_.get())) {
     auto verdicts = x->VerdictStats();
@@ -200,8 +220,16 @@ void Daemon::ApplyUpdates(std::vector<SourceUpdate> updates) {
 void Daemon::WriteStatus() {
   if (options_.status_file.empty()) return;
   nlohmann::json errors = nlohmann::json::object();
-  for (const auto& [file, error] : manifests_->stats().file_errors) {
-    if (!error.empty()) errors[file] = error;
+  controller::ManifestDirStats mstats;
+  size_t files = 0;
+  for (const auto* src : {manifests_.get(), applied_.get()}) {
+    if (src == nullptr) continue;
+    for (const auto& [file, error] : src->stats().file_errors) {
+      if (!error.empty()) errors[file] = error;
+    }
+    mstats.parse_errors += src->stats().parse_errors;
+    mstats.updates += src->stats().updates;
+    files += src->loaded_files();
   }
   const auto& st = reconciler_->stats();
   nlohmann::json status = {
@@ -214,11 +242,15 @@ void Daemon::WriteStatus() {
       {"endpoint_changes", st.endpoint_changes},
       {"last_sync_duration_us", absl::ToInt64Microseconds(st.last_sync_duration)},
       {"last_programming_latency_us", absl::ToInt64Microseconds(last_programming_latency_)},
-      {"parse_errors", manifests_->stats().parse_errors},
-      {"files", manifests_->loaded_files()},
-      {"updates", manifests_->stats().updates},
+      {"parse_errors", mstats.parse_errors},
+      {"files", files},
+      {"updates", mstats.updates + (api_ ? api_updates_ : 0)},
       {"file_errors", std::move(errors)},
   };
+  if (api_ != nullptr) {
+    status["api_synced"] = api_->Synced();
+    status["api_updates"] = api_updates_;
+  }
   std::string tmp = options_.status_file + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -239,9 +271,18 @@ int Daemon::Run(int signal_fd) {
     admin_ = std::move(*admin);
   }
   LOG(INFO) << "kpxd starting: node " << options_.node.name << ", dataplane "
-            << dataplane_->Name() << ", manifests " << options_.manifest_dir;
+            << dataplane_->Name() << ", manifests "
+            << (options_.manifest_dir.empty() ? "(none)" : options_.manifest_dir)
+            << (options_.use_api ? ", Kubernetes API watch" : "");
+  if (api_ != nullptr) {
+    if (absl::Status s = api_->Start(); !s.ok()) {
+      LOG(ERROR) << "Kubernetes API source: " << s.message();
+      return 2;
+    }
+  }
   {
-    std::vector<SourceUpdate> initial = manifests_->Rescan();
+    std::vector<SourceUpdate> initial;
+    if (manifests_ != nullptr) initial = manifests_->Rescan();
     if (applied_ != nullptr) {
       for (SourceUpdate& u : applied_->Rescan()) initial.push_back(std::move(u));
     }
@@ -258,11 +299,12 @@ int Daemon::Run(int signal_fd) {
 
   bool running = true;
   while (running) {
-    pollfd fds[4] = {{manifests_->fd(), POLLIN, 0},
+    pollfd fds[5] = {{manifests_ ? manifests_->fd() : -1, POLLIN, 0},
                      {signal_fd, POLLIN, 0},
                      {loop_.fd(), POLLIN, 0},
-                     {applied_ ? applied_->fd() : -1, POLLIN, 0}};
-    int n = poll(fds, 4, reconciler_->in_sync() ? -1 : 1000);
+                     {applied_ ? applied_->fd() : -1, POLLIN, 0},
+                     {api_ ? api_->fd() : -1, POLLIN, 0}};
+    int n = poll(fds, 5, reconciler_->in_sync() ? -1 : 1000);
     if (n < 0 && errno != EINTR) PLOG(FATAL) << "poll";
     if (!reconciler_->in_sync()) {
       if (absl::Status s = reconciler_->Resync(); !s.ok()) LOG(ERROR) << "resync: " << s.message();
@@ -270,12 +312,18 @@ int Daemon::Run(int signal_fd) {
     if (n > 0 && (fds[2].revents & POLLIN)) loop_.RunPending();
     if (n > 0 && (fds[0].revents & POLLIN)) ApplyUpdates(manifests_->ReadEvents());
     if (n > 0 && (fds[3].revents & POLLIN)) ApplyUpdates(applied_->ReadEvents());
+    if (n > 0 && (fds[4].revents & POLLIN)) {
+      std::vector<SourceUpdate> updates = api_->TakeUpdates();
+      api_updates_ += updates.size();
+      ApplyUpdates(std::move(updates));
+    }
     if (n > 0 && (fds[1].revents & POLLIN)) {
       signalfd_siginfo si;
       while (read(signal_fd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
-          LOG(INFO) << "SIGHUP: rescanning " << options_.manifest_dir;
-          ApplyUpdates(manifests_->Rescan());
+          LOG(INFO) << "SIGHUP: rescanning the manifest directories";
+          if (manifests_ != nullptr) ApplyUpdates(manifests_->Rescan());
+          if (applied_ != nullptr) ApplyUpdates(applied_->Rescan());
         } else {
           LOG(INFO) << "signal " << si.ssi_signo << ": draining (up to "
                     << absl::FormatDuration(options_.drain_timeout) << ")";
@@ -286,6 +334,7 @@ int Daemon::Run(int signal_fd) {
     WriteStatus();
   }
   admin_.reset();
+  if (api_ != nullptr) api_->Stop();
   Shutdown();
   LOG(INFO) << "kpxd stopped";
   return 0;

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "controller/base/loop_queue.h"
 #include "controller/reconciler.h"
+#include "controller/source/k8s_api_source.h"
 #include "controller/source/manifest_dir_source.h"
 #include "dataplane/dataplane.h"
 #include "dataplane/uring/uring_proxy.h"
@@ -20,7 +21,11 @@
 namespace kpx::kpxd {
 
 struct DaemonOptions {
-  std::string manifest_dir;
+  std::string manifest_dir;  // "" = no manifest directory
+  // Kubernetes API source: on when use_api (kubeconfig / master / in-cluster).
+  bool use_api = false;
+  std::string kubeconfig;
+  std::string master;
   controller::NodeInfo node;
   std::string dataplane = "auto";  // auto|xdp|uring
   uring::UringProxyOptions uring;
@@ -77,6 +82,8 @@ class Daemon {
   std::unique_ptr<controller::Reconciler> reconciler_;
   std::unique_ptr<controller::ManifestDirSource> manifests_;
   std::unique_ptr<controller::ManifestDirSource> applied_;  // <state_dir>/applied
+  std::unique_ptr<controller::K8sApiSource> api_;
+  uint64_t api_updates_ = 0;
   absl::Duration last_programming_latency_;
   std::unique_ptr<AdminServer> admin_;
 };

@@ -25,6 +25,10 @@
 #include "tools/kpxd/daemon.h"
 
 DEFINE_string(manifest_dir, "", "Directory of Service/EndpointSlice manifests to watch (inotify)");
+DEFINE_string(kubeconfig, "",
+              "kubeconfig of the cluster to watch (Services, EndpointSlices). With neither this, "
+              "--master nor --manifest-dir, kpxd uses the in-cluster service account");
+DEFINE_string(master, "", "Kubernetes API server URL (overrides the kubeconfig's server)");
 DEFINE_string(hostname_override, "", "Name of this node (default: the hostname)");
 DEFINE_string(node_zone, "", "Zone of this node, for topology-aware routing hints");
 DEFINE_string(dataplane, "auto",
@@ -180,12 +184,15 @@ int main(int argc, char** argv) {
     std::cerr << "kpxd: cleaned up " << pin_dir << " and " << FLAGS_bind_device << std::endl;
     return 0;
   }
-  if (FLAGS_manifest_dir.empty()) KPXD_FAIL << "--manifest-dir is required";
+  bool use_api = !FLAGS_kubeconfig.empty() || !FLAGS_master.empty() || FLAGS_manifest_dir.empty();
   auto algorithm = kpx::uring::ParseLbAlgorithm(FLAGS_lb_algorithm);
   if (!algorithm.ok()) KPXD_FAIL << "--lb-algorithm: " << algorithm.status().message();
 
   kpx::kpxd::DaemonOptions opts;
   opts.manifest_dir = FLAGS_manifest_dir;
+  opts.use_api = use_api;
+  opts.kubeconfig = FLAGS_kubeconfig;
+  opts.master = FLAGS_master;
   opts.node = {NodeName(), FLAGS_node_zone};
   opts.dataplane = FLAGS_dataplane;
   opts.uring.bind_device = FLAGS_bind_device;
