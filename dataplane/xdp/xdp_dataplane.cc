@@ -177,7 +177,16 @@ absl::Status XdpDataplane::Attach(const std::vector<NetInterface>& ifaces) {
               << (a->generic ? "generic" : "native/driver") << " mode)";
     xdp_attachments_.push_back(*a);
   }
-  for (const std::string& name : options_.tc_interfaces) {
+  // tc also sits behind XDP on every XDP interface not listed in
+  // kpx_tx_ports: there XDP may not XDP_TX a RST (a veth peer without XDP
+  // drops it) and passes the packet on for tc to answer.
+  std::vector<std::string> tc_names = options_.tc_interfaces;
+  for (const std::string& name : xdp_ifnames_) {
+    const bool tx_ok = std::find(options_.redirect_interfaces.begin(), options_.redirect_interfaces.end(), name) !=
+                       options_.redirect_interfaces.end();
+    if (!tx_ok && std::find(tc_names.begin(), tc_names.end(), name) == tc_names.end()) tc_names.push_back(name);
+  }
+  for (const std::string& name : tc_names) {
     const int ifindex = Known(ifaces, name).ifindex;
     const bool had = HasKpxTc(ifindex);
     if (absl::Status s = AttachTc(programs_->tc_prog_fd(), name, ifindex); !s.ok()) {
@@ -187,7 +196,7 @@ absl::Status XdpDataplane::Attach(const std::vector<NetInterface>& ifaces) {
     if (!had) created_tc.push_back(ifindex);
   }
   LOG(INFO) << "xdp: XDP on [" << absl::StrJoin(xdp_ifnames_, ", ") << "], tc on ["
-            << absl::StrJoin(options_.tc_interfaces, ", ") << "], pinned under " << options_.pin_dir;
+            << absl::StrJoin(tc_names, ", ") << "], pinned under " << options_.pin_dir;
   return absl::OkStatus();
 }
 

@@ -31,11 +31,15 @@ struct XdpOptions {
   // Interfaces that get the XDP program (--interfaces). nullopt: every
   // non-loopback interface with an IPv4 address.
   std::optional<std::vector<std::string>> xdp_interfaces;
-  // Interfaces that get the tc ingress program (pod-facing veths).
+  // Interfaces that get the tc ingress program (pod-facing veths). tc is
+  // also attached behind XDP on every XDP interface not in
+  // redirect_interfaces: XDP hands it the RSTs it may not send itself.
   std::vector<std::string> tc_interfaces;
-  // Interfaces a NATed packet may be XDP_REDIRECTed into (kpx_tx_ports).
-  // Empty (default): every packet goes back to the stack after NAT. A veth
-  // belongs here only if its peer runs XDP or has GRO on (else it drops).
+  // kpx_tx_ports: interfaces a NATed packet may be XDP_REDIRECTed into, and
+  // XDP interfaces where a RST may leave with XDP_TX. Empty (default): every
+  // packet goes back to the stack after NAT and tc sends the RSTs. A veth
+  // belongs here only if its peer runs XDP (or, for redirects, has GRO on);
+  // otherwise the kernel drops those frames silently.
   std::vector<std::string> redirect_interfaces;
   XdpMode xdp_mode = XdpMode::kAuto;
   // Upper bound of a service's Maglev table (--maglev-table-size).

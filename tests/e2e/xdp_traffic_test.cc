@@ -1,9 +1,11 @@
 // Real TCP through the XDP dataplane, in three namespaces the test creates:
 //   client c0 10.251.0.2 ---veth--- n0 10.251.0.1 [XDP]  node (router)
 //                                    n1 10.252.0.1 [tc]  ---veth--- p0 10.252.0.2 pod (echo :8080)
-// A connection to the VIP 10.96.0.10:80 reaches the pod; a frontend without
-// backends is refused at once; and an open connection survives a dataplane
-// restart (new process = new XdpDataplane adopting the pinned state). Root.
+// A connection to the VIP 10.96.0.10:80 reaches the pod with every rewritten
+// checksum verified by the receiver; a frontend without backends is refused
+// at once (by tc, or by XDP where XDP_TX is allowed); and an open connection
+// survives a dataplane restart (a new XdpDataplane adopting the pinned
+// state). Root.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -24,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "dataplane/xdp/xdp_dataplane.h"
@@ -142,14 +146,16 @@ class XdpTrafficE2E : public ::testing::Test {
     ASSERT_TRUE(out.ok()) << out.status();
     out = pod_->Exec("ip addr add 10.252.0.2/24 dev p0 && ip link set p0 up && ip route add default via 10.252.0.1");
     ASSERT_TRUE(out.ok()) << out.status();
-    // A real NIC hands XDP full checksums; a veth carrying the client's
-    // locally generated packets would hand it CHECKSUM_PARTIAL ones, which
-    // XDP cannot fix up. Make c0 checksum in software, like a NIC.
-    // And a frame XDP_TX'd out of n0 (the RST for a frontend without
-    // backends) is only delivered at once if c0 has an XDP program (veth
-    // schedules the peer's NAPI for XDP_TX only then): give it XDP_PASS.
-    ASSERT_TRUE(client_->RunIn([&] { client_ready_ = SetFeature("c0", ETHTOOL_STXCSUM, false) && AttachXdpPass("c0"); }).ok());
+    // Checksums in software on both ends, as a NIC delivers them: XDP sees
+    // full checksums (not a veth's CHECKSUM_PARTIAL, which nobody would
+    // verify), and with rx checksumming off the client and the pod verify
+    // every TCP checksum kpx rewrote (XDP's incremental DNAT, tc's reverse
+    // NAT). A wrong one is dropped and counted in TcpInCsumErrors.
+    ASSERT_TRUE(client_->RunIn([&] { client_ready_ = SoftwareChecksums("c0"); }).ok());
     ASSERT_TRUE(client_ready_);
+    bool pod_ready = false;
+    ASSERT_TRUE(pod_->RunIn([&] { pod_ready = SoftwareChecksums("p0"); }).ok());
+    ASSERT_TRUE(pod_ready);
 
     int lfd = -1;
     ASSERT_TRUE(pod_->RunIn([&] { lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); }).ok());
@@ -196,6 +202,16 @@ class XdpTrafficE2E : public ::testing::Test {
     return ok;
   }
 
+  static bool SoftwareChecksums(const char* ifname) {
+    return SetFeature(ifname, ETHTOOL_STXCSUM, false) && SetFeature(ifname, ETHTOOL_SRXCSUM, false);
+  }
+
+  static uint64_t CsumErrors(const NetNs& ns) {
+    absl::StatusOr<std::string> out = ns.Exec("nstat -az TcpInCsumErrors | awk '/TcpInCsumErrors/ {print $2}'");
+    uint64_t n = 0;
+    return out.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*out), &n) ? n : ~0ull;
+  }
+
   // A two-instruction XDP program (r0 = XDP_PASS; exit), attached natively;
   // it goes away with the namespace.
   static bool AttachXdpPass(const char* ifname) {
@@ -214,9 +230,9 @@ class XdpTrafficE2E : public ::testing::Test {
     XdpOptions o;
     o.pin_dir = pin_dir_;
     o.xdp_interfaces = std::vector<std::string>{"n0"};
-    // tc also behind XDP on n0: it sends the RSTs XDP hands it (XDP_TX into
-    // this veth would be dropped: its peer runs no XDP program).
-    o.tc_interfaces = {"n1", "n0"};
+    // XdpDataplane puts tc behind XDP on n0 itself (n0 is not in
+    // redirect_interfaces): it sends the RSTs XDP hands it.
+    o.tc_interfaces = {"n1"};
     o.cluster_cidr = *ParseIpv4Cidr("10.252.0.0/16");
     o.map_sizes = MapSizes{.frontends = 256, .backends = 1024, .services = 256, .conntrack = 4096, .affinity = 256};
     return o;
@@ -292,12 +308,18 @@ TEST_F(XdpTrafficE2E, VipReachesPodAndSurvivesRestart) {
   ASSERT_EQ(err, 0) << strerror(err);
   EXPECT_EQ(EchoRoundTrip(fd2, "new-after-restart"), "new-after-restart");
   close(fd2);
+  EXPECT_EQ(CsumErrors(*client_), 0u);
+  EXPECT_EQ(CsumErrors(*pod_), 0u);
 }
 
-TEST_F(XdpTrafficE2E, FrontendWithoutBackendsIsRefusedAtOnce) {
+// The reset for a frontend without backends must arrive at once (clients
+// fail fast, never a black hole). Default: XDP may not XDP_TX into n0 (its
+// peer could drop the frame) and hands the SYN to tc behind it.
+TEST_F(XdpTrafficE2E, FrontendWithoutBackendsIsRefusedAtOnceByTc) {
   absl::StatusOr<std::unique_ptr<XdpDataplane>> dp = XdpDataplane::Create(Options());
   ASSERT_TRUE(dp.ok()) << dp.status();
   dp_ = std::move(*dp);
+  EXPECT_TRUE(HasKpxTc(static_cast<int>(if_nametoindex("n0"))));
   ASSERT_TRUE(dp_->Apply(controller::Diff(Table(false), {})).ok());
   int err = 0;
   const absl::Time start = absl::Now();
@@ -308,6 +330,30 @@ TEST_F(XdpTrafficE2E, FrontendWithoutBackendsIsRefusedAtOnce) {
   auto verdicts = dp_->VerdictStats();
   ASSERT_TRUE(verdicts.ok());
   EXPECT_GE((*verdicts)[KPX_V_NO_BACKEND], 1u);
+  EXPECT_EQ(CsumErrors(*client_), 0u);
+}
+
+// With n0 listed as safe (kpx_tx_ports) the XDP program answers itself with
+// XDP_TX. On a veth that is only safe when the peer runs XDP (veth schedules
+// the peer for XDP_TX frames only then), so c0 gets an XDP_PASS program, and
+// no tc sits on n0: the RST can only come from XDP.
+TEST_F(XdpTrafficE2E, FrontendWithoutBackendsIsRefusedAtOnceByXdpWhereListed) {
+  ASSERT_TRUE(client_->RunIn([&] { client_ready_ = AttachXdpPass("c0"); }).ok());
+  ASSERT_TRUE(client_ready_);
+  XdpOptions o = Options();
+  o.redirect_interfaces = {"n0"};
+  absl::StatusOr<std::unique_ptr<XdpDataplane>> dp = XdpDataplane::Create(o);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  dp_ = std::move(*dp);
+  EXPECT_FALSE(HasKpxTc(static_cast<int>(if_nametoindex("n0"))));
+  ASSERT_TRUE(dp_->Apply(controller::Diff(Table(false), {})).ok());
+  int err = 0;
+  const absl::Time start = absl::Now();
+  int fd = ClientConnect(Addr("10.96.0.10", 80), &err);
+  EXPECT_EQ(err, ECONNREFUSED) << strerror(err);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  close(fd);
+  EXPECT_EQ(CsumErrors(*client_), 0u);
 }
 
 }  // namespace
