@@ -22,8 +22,17 @@ struct UringProxyOptions {
   uint64_t rng_seed = 0;        // 0 = seeded from the system
   // Receive buffers per worker (a power of two) and their size. Each
   // direction of a connection holds at most 4 of them while its peer is slow.
-  int buffers_per_worker = 1024;
-  int buffer_size = 32 * 1024;
+  // 64 KiB (one GSO super-packet) halves the recv/send operations of bulk
+  // flows against 32 KiB; same 32 MiB per worker (docs/BENCHMARKS.md).
+  int buffers_per_worker = 512;
+  int buffer_size = 64 * 1024;
+  // Pin worker i to the i-th CPU this process may run on and steer each new
+  // connection (SO_REUSEPORT + a classic BPF program) to the worker of the
+  // CPU whose softirq took its SYN: the connection's wakeups then stay on
+  // one CPU (about a quarter less CPU per new connection on the 2-core lab,
+  // docs/BENCHMARKS.md). A worker holding clearly more connections than
+  // another hands new ones over. Used only with at most one worker per CPU.
+  bool pin_workers = true;
 };
 
 // Passive health signals, called from worker threads on every backend connect

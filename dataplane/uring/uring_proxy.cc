@@ -6,6 +6,9 @@
 #include <arpa/inet.h>
 #include <glog/logging.h>
 #include <netinet/in.h>
+#include <linux/filter.h>
+#include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -58,6 +61,8 @@ absl::StatusOr<int> OpenListener(const controller::FrontendKey& key) {
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  // Accepted sockets inherit it: no per-connection setsockopt.
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(key.port);
@@ -77,6 +82,36 @@ absl::StatusOr<int> OpenListener(const controller::FrontendKey& key) {
     return absl::UnavailableError(absl::StrCat("listen ", key.String(), ": ", std::strerror(err)));
   }
   return fd;
+}
+
+// The CPUs this process may run on, in order (sched_getaffinity).
+std::vector<int> AllowedCpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
+  }
+  return cpus;
+}
+
+// Steers a new connection to the listener of the worker pinned to the CPU
+// that handles its SYN: a reuseport group indexes its sockets in listen()
+// order (worker order here), and a return value past the end makes the
+// kernel fall back to its usual hash.
+void SteerByCpu(int fd, const std::vector<int>& worker_cpus) {
+  std::vector<sock_filter> code;
+  code.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_CPU)));
+  for (size_t i = 0; i < worker_cpus.size(); ++i) {
+    code.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(worker_cpus[i]), 0, 1));
+    code.push_back(BPF_STMT(BPF_RET | BPF_K, static_cast<uint32_t>(i)));
+  }
+  code.push_back(BPF_STMT(BPF_RET | BPF_K, 0xffffffffu));
+  sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) != 0) {
+    LOG_FIRST_N(WARNING, 1) << "SO_ATTACH_REUSEPORT_CBPF: " << std::strerror(errno)
+                            << "; new connections are spread by hash instead";
+  }
 }
 
 }  // namespace
@@ -109,6 +144,13 @@ absl::StatusOr<std::unique_ptr<UringProxy>> UringProxy::Create(UringProxyOptions
   if (n == 0) n = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
   proxy->ctx_ = std::make_unique<WorkerContext>();
   proxy->ctx_->options = std::move(options);
+  if (proxy->ctx_->options.pin_workers) {
+    std::vector<int> cpus = AllowedCpus();
+    if (static_cast<size_t>(n) <= cpus.size()) {
+      cpus.resize(static_cast<size_t>(n));
+      proxy->ctx_->worker_cpus = std::move(cpus);
+    }
+  }
   proxy->ctx_->sink = sink;
   proxy->ctx_->device = proxy->device_.get();
   for (int i = 0; i < n; ++i) {
@@ -120,6 +162,7 @@ absl::StatusOr<std::unique_ptr<UringProxy>> UringProxy::Create(UringProxyOptions
     }
     proxy->workers_.push_back(std::move(*w));
   }
+  for (auto& w : proxy->workers_) proxy->ctx_->workers.push_back(w.get());
   return proxy;
 }
 
@@ -211,6 +254,7 @@ absl::Status UringProxy::StartListeningLocked(Frontend& fe) {
     }
     fds.push_back(*fd);
   }
+  if (!ctx_->worker_cpus.empty()) SteerByCpu(fds.back(), ctx_->worker_cpus);
   // From here on the workers own the sockets.
   fe.listening = true;
   return OnAllWorkers("listen " + key.String(), [&](int i) {
@@ -301,6 +345,12 @@ void UringProxy::StopAccepting() {
     return [w = workers_[i].get()] { w->RemoveAllListeners(); };
   });
   if (!s.ok()) LOG(WARNING) << s;
+}
+
+std::vector<int> UringProxy::worker_loads() const {
+  std::vector<int> loads;
+  for (const auto& w : workers_) loads.push_back(w->load());
+  return loads;
 }
 
 int64_t UringProxy::open_connections() const {

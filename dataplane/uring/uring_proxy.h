@@ -57,6 +57,8 @@ class UringProxy final : public dataplane::Dataplane {
   void Shutdown();
 
   int workers() const { return static_cast<int>(workers_.size()); }
+  // Connections each worker holds now (index = worker).
+  std::vector<int> worker_loads() const;
   // Client connections open now, all frontends.
   int64_t open_connections() const;
   // Receives that found every buffer of their worker in use and waited for

@@ -30,12 +30,17 @@
 namespace kpx::uring {
 
 // Proxy-wide state every worker sees. Outlives the workers.
+class Worker;
+
 struct WorkerContext {
   UringProxyOptions options;
   ProxyEventSink* sink = nullptr;
   std::atomic<int64_t> connections{0};  // client connections open, all workers
   VipDevice* device = nullptr;          // reaped by worker 0's tick; may be null
   std::atomic<uint64_t> buffer_starvations{0};  // recvs that found no free buffer
+  std::vector<int> worker_cpus;  // worker i runs on worker_cpus[i]; empty: not pinned
+  // Every worker, set once all have started (before any listener exists).
+  std::vector<Worker*> workers;
 };
 
 class Worker {
@@ -52,6 +57,10 @@ class Worker {
   bool RunSync(std::function<void()> fn, absl::Duration timeout);
   // Closes every connection and listener, stops and joins the thread.
   void Stop();
+
+  // Connections this worker holds, plus those handed to it and not yet
+  // adopted. Read by the other workers to balance (relaxed).
+  int load() const { return load_.load(std::memory_order_relaxed); }
 
   // Worker-thread-only operations, for Post/RunSync closures.
   // Starts accepting on `fd` (bound and listening) for `config`'s frontend.
@@ -90,6 +99,7 @@ class Worker {
     State state = State::kFree;
     bool connect_armed = false;
     bool backend_counted = false;  // holds one of backend->active
+    bool client_data_ready = false;  // the client had sent bytes when accepted
     bool released = false;         // frontend/proxy counters already given back
     uint8_t attempts = 0;
     int client_fd = -1;
@@ -139,13 +149,23 @@ class Worker {
   void OnAcceptRetry(uint32_t slot);
   void CloseListener(uint32_t slot);
   void MaybeFreeListener(uint32_t slot);
-  void OnNewClient(Listener& listener, int fd);
+  // With CPU steering a burst of connections from one CPU (a client's
+  // threads that happened to share it) would all land on one worker; a
+  // worker that holds clearly more than another hands the new client over.
+  bool MaybeHandOff(const std::shared_ptr<const FrontendConfig>& config, int fd);
+  // `counted`: load_ already includes this client (handed over).
+  void OnNewClient(std::shared_ptr<const FrontendConfig> config, int fd, bool counted);
 
   // Connections.
   Conn* AllocConn();
   Conn* ConnAt(uint32_t index);
   void StartConnect(Conn* c);
   void OnConnect(Conn* c, int res);
+  // The client is read from accept on (its bytes queue while we connect);
+  // the backend once connected.
+  static bool CanRecv(const Conn* c, int f) {
+    return c->state == State::kRelaying || (f == 0 && c->state == State::kConnecting);
+  }
   void ArmRecv(Conn* c, int f);
   void OnRecv(Conn* c, int f, const io_uring_cqe* cqe);
   void ArmSend(Conn* c, int f);
@@ -185,6 +205,7 @@ class Worker {
   std::vector<std::unique_ptr<Conn[]>> pool_;
   uint32_t free_head_ = UINT32_MAX;
   uint32_t live_conns_ = 0;
+  std::atomic<int> load_{0};
   std::deque<Starved> starved_;
 
   std::vector<Listener> listeners_;

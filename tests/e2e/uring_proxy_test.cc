@@ -8,11 +8,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -581,6 +584,80 @@ TEST_F(UringProxyE2e, ApplyIsIdempotentAndIgnoresUnsupportedRules) {
   EXPECT_EQ(proxy_->Stats().frontends.size(), 1u);
   EXPECT_THAT(Kpx0Addresses(), Not(HasSubstr("10.96.0.12")));
   EXPECT_EQ(WhoAnswers(kVip, kPort), "127.0.0.2");
+}
+
+// The backend connect holds back its handshake ACK (TCP_DEFER_ACCEPT on the
+// connecting socket) only when the client's bytes are already in hand, so
+// that they carry it. A wrong guess would cost a 200 ms delayed-ACK stall
+// before the backend even accepts: check both orders of speaking.
+TEST_F(UringProxyE2e, NeitherClientFirstNorServerFirstStallsTheBackendHandshake) {
+  ASSERT_NE(StartProxy(), nullptr);
+  StartServer("127.0.0.2");
+  ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
+  constexpr int kConns = 20;
+  const absl::Duration kStall = absl::Milliseconds(190);
+  int slow_client_first = 0;
+  int slow_server_first = 0;
+  for (int i = 0; i < kConns; ++i) {
+    absl::Time start = absl::Now();
+    int fd = Connect(kVip, kPort);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(SendAll(fd, "hi"));  // before the proxy has even accepted
+    ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+    EXPECT_EQ(ReadToEof(fd), "127.0.0.2\nhieof 2\n");
+    close(fd);
+    slow_client_first += absl::Now() - start >= kStall;
+
+    start = absl::Now();
+    fd = Connect(kVip, kPort);
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(ReadLine(fd), "127.0.0.2");  // the backend speaks first
+    close(fd);
+    slow_server_first += absl::Now() - start >= kStall;
+  }
+  // A systematic stall hits every connection; allow a few for a busy host.
+  EXPECT_LT(slow_client_first, 5);
+  EXPECT_LT(slow_server_first, 5);
+  EXPECT_TRUE(proxy_->WaitIdle(absl::Seconds(3)));
+}
+
+// With pinned workers, new connections go to the worker of the CPU that took
+// their SYN. A burst from a client stuck on one CPU would then all land on
+// one worker; the hand-over keeps the workers within a few connections.
+TEST_F(UringProxyE2e, BurstFromOneCpuIsSpreadOverPinnedWorkers) {
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  if (CPU_COUNT(&allowed) < 2) GTEST_SKIP() << "needs 2 CPUs for 2 pinned workers";
+  UringProxyOptions o;
+  o.pin_workers = true;
+  ASSERT_NE(StartProxy(o), nullptr);
+  StartServer("127.0.0.2");
+  ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
+  int first_cpu = 0;
+  while (!CPU_ISSET(first_cpu, &allowed)) ++first_cpu;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first_cpu, &one);
+  ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
+  constexpr int kConns = 32;
+  std::vector<int> fds;
+  for (int i = 0; i < kConns; ++i) {
+    int fd = Connect(kVip, kPort);  // the SYN is processed on first_cpu
+    if (fd < 0) break;
+    fds.push_back(fd);
+  }
+  pthread_setaffinity_np(pthread_self(), sizeof(allowed), &allowed);
+  ASSERT_EQ(fds.size(), static_cast<size_t>(kConns));
+  for (int fd : fds) EXPECT_EQ(ReadLine(fd), "127.0.0.2");
+  std::vector<int> loads;
+  EXPECT_TRUE(WaitFor([&] {
+    loads = proxy_->worker_loads();
+    return loads.size() == 2 && loads[0] + loads[1] == kConns;
+  }, absl::Seconds(3)));
+  ASSERT_EQ(loads.size(), 2u);
+  EXPECT_LE(std::abs(loads[0] - loads[1]), 10) << loads[0] << " vs " << loads[1];
+  for (int fd : fds) close(fd);
+  EXPECT_TRUE(proxy_->WaitIdle(absl::Seconds(3)));
 }
 
 }  // namespace
