@@ -20,6 +20,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testlib/testlib.h"
@@ -288,6 +290,35 @@ class KpxdLabFixture : public ::testing::Test {
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
+  }
+
+  // Whether kpxd currently has backend ip:port of `service` healthy (from
+  // `kpxctl get services -o json`); nullopt when it is not listed.
+  std::optional<bool> BackendHealthy(const std::string& service, const std::string& ip) {
+    std::string out = ShOut(kpx::testing::BinaryPath("tools/kpxctl") + " --socket " + work_ +
+                            "/kpxd.sock get services " + service + " -o json 2>/dev/null");
+    nlohmann::json j = nlohmann::json::parse(out, nullptr, false);
+    if (!j.is_object() || !j.contains("services")) return std::nullopt;
+    for (const auto& s : j["services"]) {
+      for (const auto& b : s["backends"]) {
+        if (b.value("ip", "") == ip) return b.value("healthy", true);
+      }
+    }
+    return std::nullopt;
+  }
+  // Waits (bounded by `limit`) for the backend's health to become `want`;
+  // returns how long it took, or nullopt on timeout.
+  std::optional<std::chrono::milliseconds> WaitHealth(const std::string& service,
+                                                      const std::string& ip, bool want,
+                                                      std::chrono::milliseconds limit) {
+    auto start = Clock::now();
+    while (Clock::now() - start < limit) {
+      if (BackendHealthy(service, ip) == want) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return std::nullopt;
   }
 
   Spread Requests(int n, const char* ip = kVip, int port = 5000) {

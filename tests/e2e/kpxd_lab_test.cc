@@ -285,6 +285,43 @@ TEST_F(KpxdLabTest, FollowsTheKubernetesApiWatch) {
   api.reset();
 }
 
+// Defaults: interval 300 ms, timeout 200 ms, fall 2 -> documented bound
+// (1 + 20 % jitter) x interval + (fall - 1) x max(suspect interval, timeout)
+// + timeout, under 1 s; the assertion adds polling and scheduling slack.
+TEST_F(KpxdLabTest, HealthChecksTakeAKilledPodOutAndBringItBack) {
+  CopyExample("flask.yaml");
+  StartKpxd();
+  ASSERT_EQ(BackendHealthy("default/flask-svc", "10.244.3.2"), true);
+  ASSERT_EQ(Sh(LabCmd("pod-stop 3") + " >/dev/null 2>&1"), 0);
+  auto took = WaitHealth("default/flask-svc", "10.244.3.2", false, std::chrono::seconds(3));
+  ASSERT_TRUE(took.has_value()) << "pod3 never marked down\n" << Log();
+  EXPECT_LT(took->count(), 1500) << "detection slower than fall x interval + timeout + slack";
+  std::cerr << "pod3 kill -> out of rotation: " << took->count() << " ms\n";
+  Spread s = Requests(40);
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_EQ(s.by_pod.count("pod3"), 0u);
+  ASSERT_EQ(Sh(LabCmd("pod-start 3") + " >/dev/null 2>&1"), 0);
+  took = WaitHealth("default/flask-svc", "10.244.3.2", true, std::chrono::seconds(3));
+  ASSERT_TRUE(took.has_value()) << "pod3 never came back\n" << Log();
+  EXPECT_GT(Requests(60).by_pod["pod3"], 0);
+}
+
+TEST_F(KpxdLabTest, HttpHealthCheckRemovesAPodWhosePortStillAnswers) {
+  std::string flask = FlaskWithEndpoints(4);
+  size_t meta = flask.find("kind: Service\nmetadata:\n");
+  ASSERT_NE(meta, std::string::npos);
+  flask.insert(meta + 24,
+               "  annotations:\n    kpx.io/health-check: http\n    kpx.io/health-path: /healthz\n");
+  WriteManifest("flask.yaml", flask);
+  StartKpxd();
+  ASSERT_EQ(Sh(LabCmd("pod-health 2 fail") + " >/dev/null 2>&1"), 0);
+  auto took = WaitHealth("default/flask-svc", "10.244.2.2", false, std::chrono::seconds(3));
+  Sh(LabCmd("pod-health 2 ok") + " >/dev/null 2>&1");
+  ASSERT_TRUE(took.has_value()) << "pod2 (/healthz 503, port open) never marked down\n" << Log();
+  EXPECT_EQ(BackendHealthy("default/flask-svc", "10.244.1.2"), true);
+  EXPECT_TRUE(WaitHealth("default/flask-svc", "10.244.2.2", true, std::chrono::seconds(3)));
+}
+
 TEST_F(KpxdLabTest, SigtermExitsCleanlyAndRemovesVips) {
   CopyExample("flask.yaml");
   StartKpxd();

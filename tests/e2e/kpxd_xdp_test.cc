@@ -143,6 +143,22 @@ TEST_F(KpxdXdpTest, FlowsOfARemovedBackendFailFast) {
   close(fd2);
 }
 
+TEST_F(KpxdXdpTest, HealthChecksStopNewFlowsToAKilledPod) {
+  CopyExample("flask.yaml");
+  StartKpxd();
+  ASSERT_EQ(Sh(LabCmd("pod-stop 4") + " >/dev/null 2>&1"), 0);
+  auto took = WaitHealth("default/flask-svc", "10.244.3.3", false, std::chrono::seconds(3));
+  ASSERT_TRUE(took.has_value()) << Log();
+  EXPECT_LT(took->count(), 1500);
+  // After removal no new connection goes to the dead pod (the eBPF path has
+  // no connect retry, so this is what the health checker buys).
+  Spread s = Requests(60);
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_EQ(s.by_pod.count("pod4"), 0u);
+  ASSERT_EQ(Sh(LabCmd("pod-start 4") + " >/dev/null 2>&1"), 0);
+  EXPECT_TRUE(WaitHealth("default/flask-svc", "10.244.3.3", true, std::chrono::seconds(3)));
+}
+
 TEST_F(KpxdXdpTest, AutoFallsBackToTheUringProxyWhenXdpCannotAttach) {
   args_ = {"--dataplane=auto", "--bpf-pin-dir=" + PinDir(), "--interfaces=nonexistent0"};
   CopyExample("flask.yaml");

@@ -29,6 +29,18 @@ using controller::SourceUpdate;
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
   std::unique_ptr<Daemon> d(new Daemon(std::move(options)));
   if (d->loop_.fd() < 0) return absl::InternalError("eventfd for the reconcile loop failed");
+  if (d->options_.health) {
+    Daemon* self = d.get();
+    auto checker = health::HealthChecker::Create(
+        health::HealthOptions{}, [self](controller::BackendAddr b, bool healthy) {
+          self->loop_.Post([self, b, healthy] { self->OnHealthChange(b, healthy); });
+        });
+    if (!checker.ok()) {
+      return absl::Status(checker.status().code(),
+                          absl::StrCat("health checker: ", checker.status().message()));
+    }
+    d->health_ = std::move(*checker);
+  }
   KPX_RETURN_IF_ERROR(d->CreateDataplane());
 
   if (!d->options_.manifest_dir.empty()) {
@@ -87,7 +99,7 @@ absl::Status Daemon::CreateDataplane() {
     LOG(WARNING) << "--dataplane=auto: XDP unavailable (" << fallback_reason_
                  << "); using the io_uring proxy";
   }
-  auto proxy = uring::UringProxy::Create(options_.uring);
+  auto proxy = uring::UringProxy::Create(options_.uring, health_.get());
   if (!proxy.ok()) {
     return absl::Status(proxy.status().code(),
                         absl::StrCat("io_uring dataplane: ", proxy.status().message()));
@@ -217,6 +229,31 @@ void Daemon::ApplyUpdates(std::vector<SourceUpdate> updates) {
             << absl::FormatDuration(last_programming_latency_);
 }
 
+void Daemon::OnHealthChange(controller::BackendAddr backend, bool healthy) {
+  LOG(INFO) << "backend " << backend.ip.ToString() << ":" << backend.port
+            << (healthy ? " is healthy again: back in rotation" : " failed its health checks: out of rotation");
+  if (absl::Status s = reconciler_->SetBackendHealth(backend, healthy); !s.ok()) {
+    LOG(ERROR) << "programming the health change failed: " << s.message() << " (will retry)";
+  }
+}
+
+// Probe targets follow the desired table: rebuilt after every programmed
+// change (cheap next to the sync that caused it), pushed only when different.
+void Daemon::UpdateHealthTargets() {
+  if (health_ == nullptr || reconciler_->stats().syncs == health_synced_at_) return;
+  health_synced_at_ = reconciler_->stats().syncs;
+  health::HealthTargets targets = health::BuildTargets(reconciler_->desired(), options_.health_defaults);
+  if (targets == health_targets_) return;
+  for (const std::string& e : targets.errors) {
+    if (std::find(health_targets_.errors.begin(), health_targets_.errors.end(), e) ==
+        health_targets_.errors.end()) {
+      LOG(WARNING) << e;
+    }
+  }
+  health_->SetTargets(targets.targets);
+  health_targets_ = std::move(targets);
+}
+
 void Daemon::WriteStatus() {
   if (options_.status_file.empty()) return;
   nlohmann::json errors = nlohmann::json::object();
@@ -293,6 +330,7 @@ int Daemon::Run(int signal_fd) {
   if (absl::Status s = dataplane_->Prune(reconciler_->desired()); !s.ok()) {
     LOG(WARNING) << "pruning state left by a previous kpxd: " << s.message();
   }
+  UpdateHealthTargets();
   WriteStatus();
   LOG(INFO) << "initial sync done: " << reconciler_->stats().frontends << " frontends, "
             << reconciler_->stats().services << " services";
@@ -331,11 +369,13 @@ int Daemon::Run(int signal_fd) {
         }
       }
     }
+    UpdateHealthTargets();
     WriteStatus();
   }
   admin_.reset();
   if (api_ != nullptr) api_->Stop();
   Shutdown();
+  if (health_ != nullptr) health_->Stop();
   LOG(INFO) << "kpxd stopped";
   return 0;
 }

@@ -14,6 +14,8 @@
 #include "controller/source/k8s_api_source.h"
 #include "controller/source/manifest_dir_source.h"
 #include "dataplane/dataplane.h"
+#include "dataplane/health/health_checker.h"
+#include "dataplane/health/health_spec.h"
 #include "dataplane/uring/uring_proxy.h"
 #include "dataplane/xdp/xdp_dataplane.h"
 #include "nlohmann/json.hpp"
@@ -30,6 +32,10 @@ struct DaemonOptions {
   std::string dataplane = "auto";  // auto|xdp|uring
   uring::UringProxyOptions uring;
   xdp::XdpOptions xdp;
+  // Active + passive health checking (dataplane/health); off = trust
+  // EndpointSlice readiness only, as kube-proxy does.
+  bool health = true;
+  health::HealthSpec health_defaults;
   absl::Duration drain_timeout = absl::Seconds(30);
   std::string status_file;
   std::string admin_socket;  // "" = no admin API
@@ -72,10 +78,17 @@ class Daemon {
   absl::Status SaveOverrides() const;
   std::string AppliedPath(const std::string& name) const;
   void Shutdown();
+  void OnHealthChange(controller::BackendAddr backend, bool healthy);
+  void UpdateHealthTargets();
   absl::Status CreateDataplane();
 
   DaemonOptions options_;
   LoopQueue loop_;
+  // Declared before the dataplane: the io_uring proxy reports passive signals
+  // to it, so it must outlive the proxy's workers.
+  std::unique_ptr<health::HealthChecker> health_;
+  health::HealthTargets health_targets_;
+  uint64_t health_synced_at_ = ~0ull;  // reconciler syncs when targets were last built
   std::unique_ptr<dataplane::Dataplane> dataplane_;
   uring::UringProxy* uring_ = nullptr;  // dataplane_ when it is the io_uring proxy
   std::string fallback_reason_;         // why --dataplane=auto did not use XDP

@@ -47,6 +47,15 @@ DEFINE_int32(maglev_table_size, KPX_MAGLEV_M_DEFAULT,
              "Upper bound of a Service's Maglev lookup table (prime); each Service uses the "
              "smallest listed prime >= 100 x its backends, up to this");
 DEFINE_string(bpf_pin_dir, "", "Where kpx's BPF maps and links are pinned (default /sys/fs/bpf/kpx/v1)");
+DEFINE_bool(health_checks, true,
+            "Probe backends and take failing ones out of rotation (EndpointSlice readiness "
+            "always wins: health can only remove more)");
+DEFINE_string(health_check, "tcp", "Default check: tcp (connect) | http (GET --health-path, 2xx/3xx)");
+DEFINE_string(health_path, "/", "Default HTTP check path");
+DEFINE_string(health_interval, "300ms", "Default probe interval (jittered +-20%)");
+DEFINE_string(health_timeout, "200ms", "Default probe timeout");
+DEFINE_int32(health_rise, 2, "Consecutive successes that bring a backend back");
+DEFINE_int32(health_fall, 2, "Consecutive failures that take a backend out");
 DEFINE_string(netns, "",
               "Enter network namespace /run/netns/NAME before anything else (labs and tests; "
               "unlike `ip netns exec` it keeps the host's mount namespace, so /sys/fs/bpf pins "
@@ -217,6 +226,18 @@ int main(int argc, char** argv) {
     opts.xdp.cluster_cidr = *cidr;
   }
   if (FLAGS_dataplane != "uring") DefaultInterfaces(&opts.xdp);
+  opts.health = FLAGS_health_checks;
+  if (FLAGS_health_check != "tcp" && FLAGS_health_check != "http") {
+    KPXD_FAIL << "--health-check=" << FLAGS_health_check << ": must be tcp or http";
+  }
+  opts.health_defaults.type =
+      FLAGS_health_check == "http" ? kpx::health::CheckType::kHttp : kpx::health::CheckType::kTcp;
+  opts.health_defaults.path = FLAGS_health_path;
+  opts.health_defaults.interval = DurationFlag("health-interval", FLAGS_health_interval);
+  opts.health_defaults.timeout = DurationFlag("health-timeout", FLAGS_health_timeout);
+  if (FLAGS_health_rise < 1 || FLAGS_health_fall < 1) KPXD_FAIL << "--health-rise/--health-fall must be >= 1";
+  opts.health_defaults.rise = FLAGS_health_rise;
+  opts.health_defaults.fall = FLAGS_health_fall;
   opts.status_file = FLAGS_status_file;
   opts.admin_socket = FLAGS_admin_socket;
   opts.state_dir = FLAGS_state_dir;
