@@ -8,7 +8,10 @@
 #include <glog/logging.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,9 +51,14 @@ void SetLingerZero(int fd) {
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 }
 
-void SetNoDelay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+void SetTcpOption(int fd, int option, int value) {
+  setsockopt(fd, IPPROTO_TCP, option, &value, sizeof(value));
+}
+
+// Bytes the client already sent (0 if none or unknown).
+int BytesReadable(int fd) {
+  int n = 0;
+  return ioctl(fd, FIONREAD, &n) == 0 ? n : 0;
 }
 
 constexpr Op RecvOp(int f) { return f == 0 ? Op::kRecvClient : Op::kRecvBackend; }
@@ -149,6 +157,15 @@ absl::Status Worker::Setup() {
 }
 
 void Worker::Run() {
+  if (static_cast<size_t>(index_) < ctx_->worker_cpus.size()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(ctx_->worker_cpus[index_], &set);
+    if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set); err != 0) {
+      LOG(WARNING) << "worker " << index_ << ": cannot pin to CPU " << ctx_->worker_cpus[index_]
+                   << ": " << std::strerror(err);
+    }
+  }
   start_status_ = Setup();
   const bool ok = start_status_.ok();
   started_.Notify();  // `this` stays valid: Start() joins on failure
@@ -397,7 +414,7 @@ void Worker::OnAccept(uint32_t slot, uint32_t gen, const io_uring_cqe* cqe) {
       SetLingerZero(res);
       close(res);
     } else {
-      OnNewClient(l, res);
+      if (!MaybeHandOff(l.config, res)) OnNewClient(l.config, res, /*counted=*/false);
     }
   } else if (res != -ECANCELED && !l.closing) {
     // EMFILE/ENFILE/ENOMEM and the like: retrying at once would spin on the
@@ -434,11 +451,41 @@ void Worker::OnAcceptRetry(uint32_t slot) {
   }
 }
 
-void Worker::OnNewClient(Listener& listener, int fd) {
-  FrontendShared& shared = *listener.config->shared;
+bool Worker::MaybeHandOff(const std::shared_ptr<const FrontendConfig>& config, int fd) {
+  if (ctx_->worker_cpus.empty() || ctx_->workers.size() < 2) return false;
+  Worker* target = nullptr;
+  int least = INT32_MAX;
+  for (Worker* w : ctx_->workers) {
+    if (w != this && w->load() < least) {
+      least = w->load();
+      target = w;
+    }
+  }
+  // Hysteresis: small imbalances are normal and not worth a cross-CPU wakeup.
+  if (target == nullptr || load() < least + 4 + least / 4) return false;
+  target->load_.fetch_add(1, std::memory_order_relaxed);
+  // The descriptor is closed if the target stops before adopting it.
+  struct Client {
+    explicit Client(int f) : fd(f) {}
+    ~Client() {
+      if (fd >= 0) close(fd);
+    }
+    int fd;
+  };
+  target->Post([target, config, client = std::make_shared<Client>(fd)] {
+    const int adopted = std::exchange(client->fd, -1);
+    target->OnNewClient(config, adopted, /*counted=*/true);
+  });
+  return true;
+}
+
+void Worker::OnNewClient(std::shared_ptr<const FrontendConfig> config, int fd, bool counted) {
+  if (!counted) load_.fetch_add(1, std::memory_order_relaxed);
+  FrontendShared& shared = *config->shared;
   shared.total.fetch_add(1, std::memory_order_relaxed);
   const int64_t open = ctx_->connections.fetch_add(1, std::memory_order_relaxed);
   if (open >= ctx_->options.max_connections) {
+    load_.fetch_sub(1, std::memory_order_relaxed);
     ctx_->connections.fetch_sub(1, std::memory_order_relaxed);
     shared.rejected.fetch_add(1, std::memory_order_relaxed);
     SetLingerZero(fd);
@@ -449,7 +496,7 @@ void Worker::OnNewClient(Listener& listener, int fd) {
   Conn* c = AllocConn();
   c->state = State::kConnecting;
   c->client_fd = fd;
-  c->config = listener.config;
+  c->config = std::move(config);
   c->last_active_ns = now_ns_;
   if (c->config->affinity_timeout > absl::ZeroDuration()) {
     sockaddr_in peer{};
@@ -459,7 +506,13 @@ void Worker::OnNewClient(Listener& listener, int fd) {
       c->client_ip = Ipv4::FromBe(peer.sin_addr.s_addr);
     }
   }
-  SetNoDelay(fd);
+  // TCP_NODELAY is inherited from the listener. When the client has already
+  // sent bytes, read them while the backend connect is in flight: they are
+  // then ready to go (and carry the handshake's ACK, see StartConnect) the
+  // moment it completes, and the recv completes at once. Otherwise the recv
+  // waits for the connect, as arming a poll now would only cost a wakeup.
+  c->client_data_ready = BytesReadable(fd) > 0;
+  if (c->client_data_ready) ArmRecv(c, 0);
   StartConnect(c);
 }
 
@@ -511,7 +564,15 @@ void Worker::StartConnect(Conn* c) {
     Reject(c);
     return;
   }
-  SetNoDelay(fd);
+  SetTcpOption(fd, TCP_NODELAY, 1);
+  if (c->client_data_ready || c->flow[0].size > 0) {
+    // We have bytes for the backend as soon as it answers: TCP_DEFER_ACCEPT
+    // on a connecting socket makes the kernel hold back the bare ACK of the
+    // handshake so that it rides on our first data segment (one packet less
+    // per connection). Never without data in hand: a server-speaks-first
+    // protocol would see its connection only when the delayed ACK fires.
+    SetTcpOption(fd, TCP_DEFER_ACCEPT, 1);
+  }
   c->backend_fd = fd;
   ReserveSqes(2);  // a link must not be split by a flush in between
   io_uring_sqe* sqe = Sqe();
@@ -538,8 +599,10 @@ void Worker::OnConnect(Conn* c, int res) {
     if (ctx_->sink != nullptr) ctx_->sink->OnConnectSucceeded(b->ip, b->port);
     c->state = State::kRelaying;
     c->last_active_ns = now_ns_;
+    ArmSend(c, 0);  // what the client sent while we were connecting
     ArmRecv(c, 0);
     ArmRecv(c, 1);
+    MaybeForwardFin(c, 0);
     return;
   }
   // -ECANCELED: the linked timeout fired first.
@@ -559,8 +622,7 @@ void Worker::OnConnect(Conn* c, int res) {
 
 void Worker::ArmRecv(Conn* c, int f) {
   Flow& flow = c->flow[f];
-  if (c->state != State::kRelaying || flow.recv_armed || flow.eof || flow.starved ||
-      flow.size >= kMaxQueued) {
+  if (!CanRecv(c, f) || flow.recv_armed || flow.eof || flow.starved || flow.size >= kMaxQueued) {
     return;
   }
   io_uring_sqe* sqe = Sqe();
@@ -580,10 +642,11 @@ void Worker::OnRecv(Conn* c, int f, const io_uring_cqe* cqe) {
   const bool has_buffer = cqe->flags & IORING_CQE_F_BUFFER;
   const auto bid = static_cast<uint16_t>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
   if (has_buffer) bufs_->Consumed();
-  if (c->state != State::kRelaying || res <= 0) {
+  const bool live = CanRecv(c, f);
+  if (!live || res <= 0) {
     if (has_buffer) bufs_->Return(bid);
   }
-  if (c->state != State::kRelaying) {
+  if (!live) {
     MaybeFree(c);
     return;
   }
@@ -737,6 +800,7 @@ void Worker::MaybeFree(Conn* c) {
   c->next_free = free_head_;
   free_head_ = c->index;
   --live_conns_;
+  load_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Worker::RearmStarved() {
@@ -745,7 +809,7 @@ void Worker::RearmStarved() {
     Starved s = starved_.front();
     starved_.pop_front();
     Conn* c = ConnAt(s.index);
-    if (c == nullptr || c->gen != s.gen || c->state != State::kRelaying) continue;
+    if (c == nullptr || c->gen != s.gen || !CanRecv(c, s.flow)) continue;
     c->flow[s.flow].starved = false;
     ArmRecv(c, s.flow);
   }
