@@ -8,6 +8,7 @@
 #      the others; restarted: it is back.
 # Everything it starts is stopped by PID and the lab torn down on exit, even on
 # failure or Ctrl-C. Runs in well under 2 minutes.
+#   KPX_DEMO_DATAPLANE=xdp tools/demo.sh   the same on the eBPF dataplane
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -31,6 +32,10 @@ cleanup() {
     kill -TERM "$KPXD_PID"
     for _ in $(seq 50); do kill -0 "$KPXD_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$KPXD_PID" 2>/dev/null
+  fi
+  if [[ ${DATAPLANE:-uring} == xdp ]]; then
+    "$REPO/build/tools/kpxd" --netns "${KPX_LAB_PREFIX}node" --cleanup --bpf-pin-dir "$PIN_DIR" \
+      >/dev/null 2>&1
   fi
   tools/lab.sh down >/dev/null 2>&1
   rm -rf "$WORK"
@@ -58,7 +63,7 @@ spread() {
   local n=$1 ok=0 fail=0 out
   declare -A count=()
   for ((i = 0; i < n; i++)); do
-    if out=$(tools/lab.sh exec client curl -s --max-time 2 -H 'Connection: close' "$URL"); then
+    if out=$(ip netns exec "${KPX_LAB_PREFIX}client" curl -s --max-time 2 -H 'Connection: close' "$URL"); then
       count[$out]=$(( ${count[$out]:-0} + 1 )); ok=$((ok + 1))
     else
       fail=$((fail + 1))
@@ -85,9 +90,12 @@ tools/lab.sh up
 mkdir -p "$MANIFESTS"
 cp config/examples/flask.yaml "$MANIFESTS/"
 
-say "kpxd in the node namespace, io_uring dataplane, watching $MANIFESTS"
-tools/lab.sh exec node "$REPO/build/tools/kpxd" --manifest-dir "$MANIFESTS" \
-  --hostname-override a4-worker3 --status-file "$STATUS" --dataplane uring \
+DATAPLANE=${KPX_DEMO_DATAPLANE:-uring}  # uring (io_uring proxy) or xdp (eBPF)
+PIN_DIR=/sys/fs/bpf/kpx-demo-$$
+say "kpxd in the node namespace ($DATAPLANE dataplane), watching $MANIFESTS"
+"$REPO/build/tools/kpxd" --netns "${KPX_LAB_PREFIX}node" --manifest-dir "$MANIFESTS" \
+  --hostname-override a4-worker3 --status-file "$STATUS" --dataplane "$DATAPLANE" \
+  --bpf-pin-dir "$PIN_DIR" --cluster-cidr 10.244.0.0/16 \
   --admin-socket "$WORK/kpxd.sock" --state-dir "$WORK/state" \
   >"$WORK/kpxd.log" 2>&1 &
 KPXD_PID=$!
@@ -105,15 +113,20 @@ say "scaled back up to 4 pods"
 before=$(status_field updates); set_endpoints 4; wait_updates "$before"
 spread 40
 
-say "pod2's server killed (tools/lab.sh pod-stop 2): kpxd retries another pod"
+if [[ $DATAPLANE == xdp ]]; then
+  say "pod2's server killed: the eBPF path has no connect retry, so connections hashed to pod2 are refused until the health checks take it out (< 1 s)"
+else
+  say "pod2's server killed (tools/lab.sh pod-stop 2): kpxd retries another pod, health checks take it out of rotation"
+fi
 tools/lab.sh pod-stop 2
 spread 40
 
-say "kpxctl get backends default/flask-svc (per-backend connections, failed connects)"
+say "kpxctl get backends default/flask-svc (health, per-backend connections, failed connects)"
 build/tools/kpxctl --socket "$WORK/kpxd.sock" get backends default/flask-svc
 
-say "pod2 restarted"
+say "pod2 restarted: back after 2 good probes"
 tools/lab.sh pod-start 2
+sleep 1.5
 spread 40
 
 say "kpxd log (last lines)"
