@@ -57,14 +57,18 @@ struct LiveArgs {
   std::string output = "table";
 };
 
-// GET `path` from kpxd's admin API. Exit codes: 0 ok, 1 kpxd said no (4xx/5xx:
-// its error is printed), 3 kpxd unreachable.
-int AdminGet(const LiveArgs& args, const std::string& path, nlohmann::json* out) {
+// One admin API call: GET when `request` is null, else POST it as JSON. Exit
+// codes: 0 ok, 1 kpxd said no (4xx/5xx: its error is printed), 3 kpxd
+// unreachable.
+int AdminCall(const LiveArgs& args, const std::string& path, const nlohmann::json* request,
+              nlohmann::json* out) {
   httplib::Client client(args.socket);
   client.set_address_family(AF_UNIX);
   client.set_connection_timeout(2, 0);
   client.set_read_timeout(10, 0);
-  auto res = client.Get(path.c_str());
+  auto res = request == nullptr
+                 ? client.Get(path.c_str())
+                 : client.Post(path.c_str(), request->dump(), "application/json");
   if (!res) {
     std::cerr << "error: cannot reach kpxd at unix:" << args.socket << " ("
               << httplib::to_string(res.error()) << "); is kpxd running? (--socket)\n";
@@ -86,29 +90,13 @@ int AdminGet(const LiveArgs& args, const std::string& path, nlohmann::json* out)
   return 0;
 }
 
-// POST a JSON body; same exit codes as AdminGet.
+int AdminGet(const LiveArgs& args, const std::string& path, nlohmann::json* out) {
+  return AdminCall(args, path, nullptr, out);
+}
+
 int AdminPost(const LiveArgs& args, const std::string& path, const nlohmann::json& request,
               nlohmann::json* out) {
-  httplib::Client client(args.socket);
-  client.set_address_family(AF_UNIX);
-  client.set_connection_timeout(2, 0);
-  client.set_read_timeout(10, 0);
-  auto res = client.Post(path.c_str(), request.dump(), "application/json");
-  if (!res) {
-    std::cerr << "error: cannot reach kpxd at unix:" << args.socket << " ("
-              << httplib::to_string(res.error()) << "); is kpxd running? (--socket)\n";
-    return 3;
-  }
-  nlohmann::json body = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
-  if (res->status >= 400) {
-    std::cerr << "error: "
-              << (body.is_object() && body.contains("error") ? body["error"].get<std::string>()
-                                                             : res->body)
-              << "\n";
-    return 1;
-  }
-  *out = std::move(body);
-  return 0;
+  return AdminCall(args, path, &request, out);
 }
 
 void PrintYaml(const nlohmann::json& j, int indent, std::ostream& os);
