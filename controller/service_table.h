@@ -72,6 +72,11 @@ struct ServiceRule {
   bool supported = true;             // false: protocol the dataplanes do not serve yet
   // The backend set kube-proxy would use for this frontend, sorted by (ip, port).
   std::vector<Backend> backends;
+  // Serving + terminating endpoints that are not in `backends` (ready ones
+  // exist): never picked for new flows, but their established flows must
+  // finish, as they do with kube-proxy's conntrack. A dataplane that tracks
+  // backend lifetimes (the eBPF one) keeps them alive while listed here.
+  std::vector<Backend> draining;
   // Annotations of the Service that dataplanes/health read (kpx.io/*).
   absl::btree_map<std::string, std::string> annotations;
   friend bool operator==(const ServiceRule&, const ServiceRule&) = default;

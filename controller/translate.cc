@@ -444,6 +444,19 @@ std::vector<ServiceRule> TranslateService(const Service& svc, const ServiceEndpo
     std::optional<std::vector<Backend>> cluster_set, local_set;
     if (!internal_local || (external && !external_local)) cluster_set = ClusterBackends(cands, node);
     if (internal_local || (external && external_local)) local_set = LocalBackends(cands);
+    // Graceful termination: serving + terminating endpoints left out because
+    // ready ones exist still carry established flows.
+    auto draining_for = [&](const std::vector<Backend>& chosen, bool local) {
+      std::vector<Backend> out;
+      for (const Candidate& c : cands) {
+        if (!(c.serving && c.terminating) || (local && !c.local)) continue;
+        bool chosen_already = std::any_of(chosen.begin(), chosen.end(), [&](const Backend& b) {
+          return b.ip == c.ip && b.port == c.port;
+        });
+        if (!chosen_already) out.push_back(ToBackend(c));
+      }
+      return out;
+    };
 
     const ServicePortName spn{svc.meta.id, sp.name, sp.protocol};
     auto emit = [&](FrontendType type, Ipv4 ip, uint16_t port, bool local) {
@@ -455,6 +468,7 @@ std::vector<ServiceRule> TranslateService(const Service& svc, const ServiceEndpo
       r.local_only = local;
       r.supported = supported;
       r.backends = local ? *local_set : *cluster_set;
+      r.draining = draining_for(r.backends, local);
       r.annotations = annotations;
       rules.push_back(std::move(r));
     };

@@ -63,6 +63,12 @@ void SelectBackends(const ServiceRule& rule, std::vector<uint64_t>* keep, std::v
   bool any_healthy = false;
   for (const Backend* b : candidates) any_healthy |= b->healthy;
   for (const Backend* b : unique) keep->push_back(AddrKey(b->ip, b->port));
+  // Terminating pods left out of `backends`: no new flows, but their
+  // established flows keep a live slot (zeroing it would reset them).
+  for (const Backend& b : rule.draining) {
+    if (b.ip.IsUnspecified() || b.port == 0) continue;
+    if (seen.insert(AddrKey(b.ip, b.port)).second) keep->push_back(AddrKey(b.ip, b.port));
+  }
   for (const Backend* b : candidates) {
     if (b->healthy || !any_healthy) usable->push_back(AddrKey(b->ip, b->port));
   }

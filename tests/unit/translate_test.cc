@@ -633,5 +633,40 @@ TEST(TranslateTest, TranslateServiceDirect) {
   EXPECT_THAT(TranslateService(svc, eps, {}, &warnings), IsEmpty());
 }
 
+// Graceful termination: a serving + terminating pod is not a backend while
+// ready ones exist, but is listed as draining (its flows must finish); a
+// terminating pod that stopped serving is neither. Local rules list only
+// this node's draining pods.
+TEST(TranslateTest, ServingTerminatingPodsAreDrainingWhileReadyOnesExist) {
+  Service svc = Svc("default/web", "10.96.0.1", kHttpSvc,
+                    [](Service& s) { s.external_ips = {"192.0.2.1"};
+                                     s.external_traffic_policy = TrafficPolicy::kLocal; });
+  EndpointSlice slice =
+      Slice("default/web-1", "web", kHttp,
+            {Ep("10.0.0.1", "node-a"), Ep("10.0.0.2", "node-b", kTerminatingServing),
+             Ep("10.0.0.3", "node-a", kTerminatingServing),
+             Ep("10.0.0.4", "node-a", kTerminatingNotServing)});
+  ServiceEndpoints eps;
+  eps.slices.push_back(&slice);
+  std::vector<std::string> warnings;
+  std::vector<ServiceRule> rules = TranslateService(svc, eps, {"node-a", ""}, &warnings);
+  ASSERT_EQ(rules.size(), 2u);
+  auto ips = [](const std::vector<Backend>& v) {
+    std::vector<std::string> out;
+    for (const Backend& b : v) out.push_back(b.ip.ToString());
+    return out;
+  };
+  EXPECT_THAT(ips(rules[0].backends), ::testing::ElementsAre("10.0.0.1"));
+  EXPECT_THAT(ips(rules[0].draining), ::testing::ElementsAre("10.0.0.2", "10.0.0.3"));
+  EXPECT_THAT(ips(rules[1].backends), ::testing::ElementsAre("10.0.0.1"));     // Local
+  EXPECT_THAT(ips(rules[1].draining), ::testing::ElementsAre("10.0.0.3"));    // node-a only
+  // Once no pod is ready, the serving ones are the backends, none draining.
+  slice.endpoints[0].conditions.ready = false;
+  slice.endpoints[0].conditions.serving = false;
+  rules = TranslateService(svc, eps, {"node-a", ""}, &warnings);
+  EXPECT_THAT(ips(rules[0].backends), ::testing::ElementsAre("10.0.0.2", "10.0.0.3"));
+  EXPECT_THAT(rules[0].draining, IsEmpty());
+}
+
 }  // namespace
 }  // namespace kpx::controller

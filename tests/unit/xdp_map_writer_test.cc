@@ -126,6 +126,25 @@ TEST_F(MapWriterTest, IdsStableAndBackendsSharedAcrossServices) {
   EXPECT_EQ(maps_.backend(1).addr, 0u);  // 10.0.0.1 left every rule: zeroed
 }
 
+// A pod that turns terminating while ready ones exist leaves `backends` but is
+// listed in `draining`: its slot stays live (its flows finish, as under
+// kube-proxy's conntrack) and it is not in the table; once it is gone from
+// `draining` too, the slot is zeroed.
+TEST_F(MapWriterTest, DrainingBackendKeepsItsSlotButTakesNoNewFlows) {
+  auto w = NewWriter(&maps_);
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")})).ok());
+  ServiceRule terminating = Rule("10.96.0.10", 80, {B("10.0.0.1")});
+  Backend gone = B("10.0.0.2");
+  gone.ready = false;
+  gone.terminating = true;
+  terminating.draining = {gone};
+  ASSERT_TRUE(w->Upsert(terminating).ok());
+  EXPECT_EQ(maps_.backend(2).addr, Ip("10.0.0.2").be());  // still alive for its flows
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.2"), 8080), 2u);
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1")})).ok());
+  EXPECT_EQ(maps_.backend(2).addr, 0u);  // pod gone: flows to it now fail fast
+}
+
 TEST_F(MapWriterTest, OneEndpointChangeTouchesOnlyThatService) {
   auto w = NewWriter(&maps_);
   ServiceRule a = Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")});
