@@ -100,7 +100,7 @@ void HealthChecker::Loop() {
       for (const controller::BackendAddr& b : passive) scheduler_->OnPassiveFailure(b, now);
       for (const auto& [id, r] : done_) scheduler_->OnProbeDone(id, r, now);
       done_.clear();
-      next = scheduler_->RunDue(now);
+      next = scheduler_->RunDue(now, options_.batch_window);
       for (const auto& [backend, up] : changes_) {
         LOG(INFO) << "health: backend " << backend.ip.ToString() << ":" << backend.port
                   << (!up ? " is down"

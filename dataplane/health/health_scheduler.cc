@@ -141,7 +141,7 @@ void HealthScheduler::StartProbe(uint32_t slot, absl::Time now) {
   prober_->Start(ProbeId(slot, s.probe_seq), req);
 }
 
-absl::Time HealthScheduler::RunDue(absl::Time now) {
+absl::Time HealthScheduler::RunDue(absl::Time now, absl::Duration early) {
   while (!heap_.empty()) {
     const Due top = heap_.front();
     Slot& s = slots_[top.slot];
@@ -150,7 +150,7 @@ absl::Time HealthScheduler::RunDue(absl::Time now) {
       heap_.pop_back();
       continue;
     }
-    if (top.at > now) return top.at;
+    if (top.at > now + early) return top.at;
     if (in_flight_ >= options_.max_in_flight) return absl::InfiniteFuture();
     if (!bucket_.TryTake(now)) {
       s.rate_limited = true;

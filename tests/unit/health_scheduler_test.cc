@@ -293,6 +293,29 @@ TEST(HealthSchedulerTest, JitterKeepsGapsInBoundsAndTargetsApart) {
   EXPECT_LE(max_bin, 30);
 }
 
+TEST(HealthSchedulerTest, EarlyWindowBatchesProbesAndBoundsTheDrift) {
+  Sim sim;
+  const absl::Time t0 = sim.now();
+  sim.sched.SetTargets(Targets(100), t0);
+  // Everything due in the first 300 ms starts at once with a 300 ms window.
+  sim.sched.RunDue(t0, absl::Milliseconds(300));
+  EXPECT_EQ(sim.prober.started_count(), 100u);
+  sim.prober.ClearStarted();
+  // With a 1 ms window, gaps shrink by at most 1 ms.
+  for (int i = 0; i < 20000; ++i) {
+    sim.clock.Advance(absl::Microseconds(500));
+    sim.prober.Poll(absl::ZeroDuration());
+    sim.sched.RunDue(sim.now(), absl::Milliseconds(1));
+  }
+  for (const auto& [addr, starts] : sim.Starts()) {
+    ASSERT_GT(starts.size(), 20u);
+    for (size_t i = 1; i < starts.size(); ++i) {
+      EXPECT_GE(starts[i] - starts[i - 1], HealthSpec{}.interval * 0.8 - absl::Milliseconds(1));
+      EXPECT_LE(starts[i] - starts[i - 1], HealthSpec{}.interval * 1.2 + absl::Microseconds(500));
+    }
+  }
+}
+
 TEST(HealthSchedulerTest, PassiveFailureAcceleratesDetection) {
   HealthSpec spec;
   spec.interval = absl::Seconds(10);  // so only the passive path can be fast
