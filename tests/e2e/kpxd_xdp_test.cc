@@ -156,7 +156,7 @@ TEST_F(KpxdXdpTest, HealthChecksStopNewFlowsToAKilledPod) {
   EXPECT_EQ(s.failed, 0);
   EXPECT_EQ(s.by_pod.count("pod4"), 0u);
   ASSERT_EQ(Sh(LabCmd("pod-start 4") + " >/dev/null 2>&1"), 0);
-  EXPECT_TRUE(WaitHealth("default/flask-svc", "10.244.3.3", true, std::chrono::seconds(3)));
+  EXPECT_TRUE(WaitHealth("default/flask-svc", "10.244.3.3", true, std::chrono::seconds(8)));
 }
 
 TEST_F(KpxdXdpTest, AutoFallsBackToTheUringProxyWhenXdpCannotAttach) {
