@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   # toolchain
-  build-essential cmake ninja-build pkg-config clang llvm lld ccache
+  build-essential cmake ninja-build pkg-config clang llvm lld ccache gnuplot-nox
   # BPF: libbpf, skeleton generator, kernel headers for asm/types.h
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   # libraries

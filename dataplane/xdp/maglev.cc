@@ -16,6 +16,9 @@ namespace {
 constexpr std::array<uint32_t, 9> kSizes = {251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521};
 constexpr uint32_t kMinSize = 251;
 constexpr uint32_t kSlotsPerBackend = 100;
+// An existing table is kept down to this many slots per backend (share
+// within ~2 % of even) before it grows: growing reshuffles every flow.
+constexpr uint32_t kKeepSlotsPerBackend = 50;
 
 // SplitMix64's finalizer: a bijective 64-bit mixer with good avalanche.
 uint64_t Mix64(uint64_t x) {
@@ -112,7 +115,9 @@ uint32_t ChooseMaglevSize(size_t backends, uint32_t max_m) {
 uint32_t ChooseMaglevSizeKeeping(size_t backends, uint32_t current_m, uint32_t max_m) {
   const uint32_t chosen = ChooseMaglevSize(backends, max_m);
   if (chosen == 0 || current_m == 0) return chosen;
-  if (current_m >= chosen && current_m <= max_m && static_cast<uint64_t>(current_m) <= 4ull * chosen) {
+  const bool big_enough = current_m >= chosen ||
+                          static_cast<uint64_t>(current_m) >= static_cast<uint64_t>(backends) * kKeepSlotsPerBackend;
+  if (big_enough && current_m <= max_m && static_cast<uint64_t>(current_m) <= 4ull * chosen) {
     return current_m;
   }
   return chosen;

@@ -48,10 +48,13 @@ uint32_t ChooseMaglevSize(size_t backends, uint32_t max_m);
 
 // ChooseMaglevSize with hysteresis for a service whose table has
 // `current_m` slots now (0 = none): keeps current_m while it is large enough
-// (>= the chosen size), allowed (<= max_m) and not wasteful (<= 4 x the
+// (>= 50 slots per backend, i.e. shares within ~2 % of even, even if a fresh
+// table would get 100), allowed (<= max_m) and not wasteful (<= 4 x the
 // chosen size). A new M reshuffles the whole table (established flows keep
-// their backend through conntrack), so a backend count flapping around a
-// size step must not flip M every time.
+// their backend through conntrack, new flows of an ECMP-moved client do
+// not), so growing a service by one backend must not change M: a table
+// built at N backends keeps its M up to 2N (`kpx-bench lb` measures it), and
+// a backend count flapping around a size step never flips M.
 uint32_t ChooseMaglevSizeKeeping(size_t backends, uint32_t current_m, uint32_t max_m);
 
 // True when `n` is prime (trial division; n is at most a few 100k here).

@@ -177,7 +177,10 @@ TEST(ChooseMaglevSize, SmallestListedPrimeAboveHundredPerBackend) {
 
 TEST(ChooseMaglevSizeKeeping, KeepsSizeWhileAdequate) {
   EXPECT_EQ(ChooseMaglevSizeKeeping(3, 0, 16381), 509u);
-  EXPECT_EQ(ChooseMaglevSizeKeeping(6, 509, 16381), 1021u);   // too small now: grow
+  EXPECT_EQ(ChooseMaglevSizeKeeping(6, 509, 16381), 509u);    // 84 slots each: keep
+  EXPECT_EQ(ChooseMaglevSizeKeeping(10, 509, 16381), 509u);   // 50.9 slots each: keep
+  EXPECT_EQ(ChooseMaglevSizeKeeping(11, 509, 16381), 2039u);  // 46 each: too small, grow
+  EXPECT_EQ(ChooseMaglevSizeKeeping(11, 1021, 16381), 1021u); // one more than 10: no reshuffle
   EXPECT_EQ(ChooseMaglevSizeKeeping(5, 1021, 16381), 1021u);  // shrinking by one: keep
   EXPECT_EQ(ChooseMaglevSizeKeeping(6, 1021, 16381), 1021u);  // and back: no flip
   EXPECT_EQ(ChooseMaglevSizeKeeping(1, 16381, 16381), 251u);  // far too big: shrink
