@@ -7,6 +7,8 @@
 #include <atomic>
 #include <mutex>
 
+#include "absl/strings/str_join.h"
+
 #include "tests/e2e/kpxd_lab_fixture.h"
 
 namespace kpx::e2e {
@@ -23,6 +25,37 @@ inline bool EnterNetns(const std::string& ns) {
   bool ok = fd >= 0 && setns(fd, CLONE_NEWNET) == 0;
   if (fd >= 0) close(fd);
   return ok;
+}
+
+// HttpGet (kpxd_lab_fixture.h) that says why it failed: "" on success, else
+// "connect: <errno text>", "send", or "response: <first bytes>".
+inline std::string HttpGetError(const char* ip, int port) {
+  int fd = ConnectTimeout(ip, port, 2000);
+  if (fd < 0) return std::string("connect: ") + strerror(-fd);
+  std::string req = "GET / HTTP/1.1\r\nHost: kpx\r\nConnection: close\r\n\r\n";
+  std::string err;
+  if (!SendAll(fd, req.data(), req.size())) {
+    err = std::string("send: ") + strerror(errno);
+  } else {
+    // ReadToEof, but an EINTR (a signal to this test process) is retried:
+    // it is no failure of the proxy.
+    std::string resp;
+    char buf[4096];
+    errno = 0;
+    for (int i = 0; i < 10000; ++i) {
+      ssize_t r = recv(fd, buf, sizeof(buf), 0);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      resp.append(buf, r);
+    }
+    size_t pos = resp.find("\r\n\r\n");
+    if (resp.rfind("HTTP/1.1 200", 0) != 0 || pos == std::string::npos || pos + 4 >= resp.size()) {
+      err = absl::StrFormat("response (%d bytes, errno %s): %s", resp.size(), strerror(errno),
+                            resp.substr(0, 40));
+    }
+  }
+  close(fd);
+  return err;
 }
 
 // HTTP GETs to ip:port from `ns`, one at a time (new connection each), until
@@ -83,8 +116,11 @@ class RequestLoop {
     return worst;
   }
   std::string Summary() const {
-    return absl::StrFormat("%d requests, %d failed, longest gap between successes %d ms",
-                           ok_ + failed_, failed_, LongestGapMs());
+    std::string s = absl::StrFormat("%d requests, %d failed, longest gap between successes %d ms",
+                                    ok_ + failed_, failed_, LongestGapMs());
+    std::lock_guard<std::mutex> l(mu_);
+    if (!errors_.empty()) s += " (first failures: " + absl::StrJoin(errors_, "; ") + ")";
+    return s;
   }
 
  private:
@@ -96,11 +132,13 @@ class RequestLoop {
     for (int i = 0; i < max_requests && !stop_ && Clock::now() < deadline; ++i) {
       Result r;
       r.start = Clock::now();
-      r.ok = !HttpGet(ip.c_str(), port).empty();
+      std::string err = HttpGetError(ip.c_str(), port);
+      r.ok = err.empty();
       r.end = Clock::now();
       {
         std::lock_guard<std::mutex> l(mu_);
         results_.push_back(r);
+        if (!r.ok && errors_.size() < 5) errors_.push_back(err);
       }
       if (r.ok) {
         ++ok_;
@@ -113,6 +151,7 @@ class RequestLoop {
 
   mutable std::mutex mu_;
   std::vector<Result> results_;
+  std::vector<std::string> errors_;
   std::atomic<int> ok_{0}, failed_{0};
   std::atomic<bool> stop_{false}, entered_{false};
   std::thread thread_;

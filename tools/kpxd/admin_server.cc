@@ -20,7 +20,10 @@ constexpr absl::Duration kLoopTimeout = absl::Seconds(5);
 
 void Reply(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  // Messages can quote bytes from manifests (parse errors): invalid UTF-8
+  // is replaced, never thrown (an exception here would kill kpxd).
+  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  "application/json");
 }
 
 void Error(httplib::Response& res, int status, const std::string& message) {

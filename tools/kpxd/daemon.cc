@@ -137,9 +137,11 @@ nlohmann::json Daemon::StatsJson() const {
                 {"updates", api_updates_},
                 {"services", {{"relists", st_api.services.relists},
                               {"reconnects", st_api.services.reconnects},
+                              {"malformed", st_api.services.malformed},
                               {"events", st_api.services.events}}},
                 {"endpointslices", {{"relists", st_api.slices.relists},
                                     {"reconnects", st_api.slices.reconnects},
+                                    {"malformed", st_api.slices.malformed},
                                     {"events", st_api.slices.events}}}};
   }
   if (!fallback_reason_.empty()) j["xdp_unavailable"] = fallback_reason_;
@@ -291,7 +293,9 @@ void Daemon::WriteStatus() {
   std::string tmp = options_.status_file + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << status.dump() << "\n";
+    // file_errors quote the files' bytes: a binary file must not make
+    // dump() throw (that killed kpxd), so invalid UTF-8 is replaced.
+    out << status.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
   if (std::rename(tmp.c_str(), options_.status_file.c_str()) != 0) {
     PLOG(WARNING) << "cannot write --status-file " << options_.status_file;
