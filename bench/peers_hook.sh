@@ -46,7 +46,14 @@ project_start() {
   kpx_wait_files "$n"
 }
 
-project_stop() { :; }  # kpxd is stopped by PID by peers.sh; it removes its own VIPs
+# kpxd is stopped by PID by peers.sh right after this; it removes its own VIPs.
+# Its counters are kept first: on the eBPF dataplane the XDP/tc verdicts show
+# that the traffic took the BPF path (kpx-bench e2e checks them).
+project_stop() {
+  [[ -S $KPXB_STATE_DIR/kpxd.sock ]] || return 0
+  "$KPX_BUILD/tools/kpxctl" --socket "$KPXB_STATE_DIR/kpxd.sock" stats -o json \
+    >"$KPXB_OUT/logs/kpxd-stats.json" 2>&1 || true
+}
 
 project_scale_apply() { # DIR: make kpxd serve exactly these Services
   local src=$1 n

@@ -83,8 +83,17 @@ int Main(int argc, char** argv) {
                   : self.filename() == "tools" ? self.parent_path()
                                                 : self.parent_path().parent_path();
   ctx.source_dir = KPX_SOURCE_DIR;
-  ctx.peers_dir = !peers_dir.empty() ? std::filesystem::path(peers_dir)
-                                     : ctx.source_dir.parent_path() / "shared" / "peers";
+  if (!peers_dir.empty()) {
+    ctx.peers_dir = peers_dir;
+  } else {
+    // <source>/../shared/peers; from a git worktree (<repo>/../wt/NAME) the
+    // nearest ancestor holding shared/peers.
+    ctx.peers_dir = ctx.source_dir.parent_path() / "shared" / "peers";
+    for (auto p = ctx.source_dir.parent_path(); !std::filesystem::exists(ctx.peers_dir) && p.has_relative_path();
+         p = p.parent_path()) {
+      if (std::filesystem::exists(p / "shared" / "peers")) ctx.peers_dir = p / "shared" / "peers";
+    }
+  }
 
   int rc = 0;
   for (size_t i = 0; i < subs.size(); ++i) {

@@ -26,6 +26,7 @@ struct CmdOptions {
   std::string netns;       // run inside /run/netns/<netns> (setns in the child)
   std::string stdin_path;  // stdin from this file (default /dev/null)
   absl::Duration timeout = absl::Seconds(60);
+  bool inherit_output = false;  // child writes to our stderr (progress of long runs); output stays empty
 };
 
 // Runs argv[0] (PATH lookup) and waits, killing it (SIGKILL) at the timeout.
