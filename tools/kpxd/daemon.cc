@@ -33,7 +33,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
     Daemon* self = d.get();
     auto checker = health::HealthChecker::Create(
         health::HealthOptions{}, [self](controller::BackendAddr b, bool healthy) {
-          self->loop_.Post([self, b, healthy] { self->OnHealthChange(b, healthy); });
+          const absl::Time decided = absl::Now();
+          self->loop_.Post([self, b, healthy, decided] { self->OnHealthChange(b, healthy, decided); });
         });
     if (!checker.ok()) {
       return absl::Status(checker.status().code(),
@@ -180,6 +181,14 @@ std::pair<int, nlohmann::json> Daemon::ServicesJson(const std::string& name) con
       const controller::Backend& b = rule.backends[i];
       nlohmann::json& jb = j["backends"][i];
       jb["healthy"] = b.healthy;
+      if (auto hc = health_changes_.find(controller::BackendAddr{b.ip, b.port});
+          hc != health_changes_.end()) {
+        // Wall-clock microseconds, so a tool can time kill -> removal
+        // without polling faster than it wants precision (kpx-bench health).
+        jb["health_change"] = {{"healthy", hc->second.healthy},
+                               {"decided_unix_us", absl::ToUnixMicros(hc->second.decided)},
+                               {"programmed_unix_us", absl::ToUnixMicros(hc->second.programmed)}};
+      }
       if (ov != reconciler_->overrides().end()) {
         for (const controller::BackendAddr& d : ov->second.drain) {
           if (d.ip == b.ip && d.port == b.port) jb["draining"] = true;
@@ -231,12 +240,16 @@ void Daemon::ApplyUpdates(std::vector<SourceUpdate> updates) {
             << absl::FormatDuration(last_programming_latency_);
 }
 
-void Daemon::OnHealthChange(controller::BackendAddr backend, bool healthy) {
+void Daemon::OnHealthChange(controller::BackendAddr backend, bool healthy, absl::Time decided) {
   LOG(INFO) << "backend " << backend.ip.ToString() << ":" << backend.port
             << (healthy ? " is healthy again: back in rotation" : " failed its health checks: out of rotation");
   if (absl::Status s = reconciler_->SetBackendHealth(backend, healthy); !s.ok()) {
     LOG(ERROR) << "programming the health change failed: " << s.message() << " (will retry)";
+    return;
   }
+  // SetBackendHealth returns once the dataplane has it (eBPF: map written;
+  // io_uring: new config published to the workers).
+  health_changes_[backend] = HealthChange{healthy, decided, absl::Now()};
 }
 
 // Probe targets follow the desired table: rebuilt after every programmed

@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controller/base/loop_queue.h"
@@ -78,7 +79,8 @@ class Daemon {
   absl::Status SaveOverrides() const;
   std::string AppliedPath(const std::string& name) const;
   void Shutdown();
-  void OnHealthChange(controller::BackendAddr backend, bool healthy);
+  // `decided`: when the checker reported it (its thread), before the hop to this loop.
+  void OnHealthChange(controller::BackendAddr backend, bool healthy, absl::Time decided);
   void UpdateHealthTargets();
   absl::Status CreateDataplane();
 
@@ -89,6 +91,14 @@ class Daemon {
   std::unique_ptr<health::HealthChecker> health_;
   health::HealthTargets health_targets_;
   uint64_t health_synced_at_ = ~0ull;  // reconciler syncs when targets were last built
+  // The last health transition programmed per backend, shown by the admin API
+  // (`health_change` of a backend in /v1/services).
+  struct HealthChange {
+    bool healthy;
+    absl::Time decided;    // checker's verdict
+    absl::Time programmed; // the dataplane has it
+  };
+  absl::flat_hash_map<controller::BackendAddr, HealthChange> health_changes_;
   std::unique_ptr<dataplane::Dataplane> dataplane_;
   uring::UringProxy* uring_ = nullptr;  // dataplane_ when it is the io_uring proxy
   std::string fallback_reason_;         // why --dataplane=auto did not use XDP
