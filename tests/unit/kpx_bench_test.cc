@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testlib/testlib.h"
+#include "tools/kpx-bench/peers_import.h"
 #include "tools/kpx-bench/report.h"
 
 namespace kpx::bench {
@@ -110,6 +111,55 @@ TEST(KpxBenchReport, PercentileIsNearestRank) {
   EXPECT_EQ(Percentile(hundred, 99), 99);
   EXPECT_EQ(Percentile(hundred, 100), 100);
   EXPECT_EQ(Percentile(hundred, 0), 1);
+}
+
+// The peer lab's results.jsonl (a checked-in sample from a real run): mode
+// "project" becomes the kpx subject, repetitions are averaged, failed lines
+// become errors instead of numbers, and the tables get their ratios.
+TEST(KpxBenchPeersImport, SampleBecomesE2eMeasurements) {
+  auto dir = TempDir("kpx-bench-import");
+  Report r(dir);
+  ASSERT_TRUE(r.Open().ok());
+  auto imported = ImportPeersResults(kpx::testing::SourcePath("tests/unit/testdata/peers/results.jsonl"),
+                                     "kpx-xdp", &r);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->lines, 12);
+  ASSERT_EQ(imported->errors.size(), 1u);
+  EXPECT_THAT(imported->errors[0], HasSubstr("haproxy newconn"));
+  auto find = [&](const std::string& subject, const std::string& name, const std::string& metric) {
+    for (const Measurement& m : r.measurements()) {
+      if (m.subject == subject && m.name == name && m.metric == metric) return m;
+    }
+    ADD_FAILURE() << "no " << subject << " " << name << " " << metric;
+    return Measurement{};
+  };
+  Measurement rps = find("kpx-xdp", "new-connections", "req_per_s");
+  EXPECT_EQ(rps.suite, "e2e");
+  EXPECT_TRUE(rps.higher_is_better);
+  EXPECT_DOUBLE_EQ(rps.value, (20532.0 + 19532.0) / 2);
+  EXPECT_EQ(rps.extra["reps"].size(), 2u);
+  EXPECT_DOUBLE_EQ(find("kpx-xdp", "new-connections", "p99_ms").value, (8.62 + 10.62) / 2);
+  EXPECT_DOUBLE_EQ(find("kpx-xdp", "new-connections", "errors").value, 1.5);
+  EXPECT_DOUBLE_EQ(find("direct", "bulk", "gbps").value, 11.082);
+  EXPECT_DOUBLE_EQ(find("kpx-xdp", "keep-alive", "req_per_s").value, 118885.0);
+  for (const Measurement& m : r.measurements()) {
+    EXPECT_NE(m.subject, "project");
+    EXPECT_NE(m.subject, "haproxy");  // its only line failed
+    EXPECT_NE(m.subject, "suite");
+  }
+  r.AddTable({.title = "E2E", .suite = "e2e", .metric = "req_per_s", .subjects = {"direct", "kpx-xdp"},
+              .baseline = "direct"});
+  // 20032 / 22224.7 = 0.90
+  EXPECT_THAT(r.RenderMarkdown(), HasSubstr("| new-connections | 22225 | 20032 | 0.90x |"));
+  EXPECT_FALSE(ImportPeersResults(dir / "missing.jsonl", "kpx-xdp", &r).ok());
+  {
+    std::ofstream bad(dir / "bad.jsonl");
+    bad << "{\"mode\":\"direct\",\"test\":\"newconn\"}\nnot json\n";
+  }
+  auto bad = ImportPeersResults(dir / "bad.jsonl", "kpx-xdp", &r);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("bad.jsonl:2"));
+  std::filesystem::remove_all(dir);
 }
 
 // Runs kpx-bench; returns its exit status.
