@@ -18,6 +18,18 @@
 
 #define KPX_INLINE static __always_inline
 
+/* The programs' clock for conntrack and affinity timestamps: CLOCK_MONOTONIC
+ * (the clock of bpf_ktime_get_ns() and of userspace's clock_gettime), read
+ * at tick resolution. bpf_ktime_get_ns() reads the clocksource on every
+ * call, ~20 ns per packet in a VM (kvm-clock), for a precision that second-
+ * scale timeouts do not use. Every timestamp the programs write or compare
+ * must come from here: a mix of coarse and fine reads can see time go back
+ * by up to a tick. */
+KPX_INLINE __u64 kpx_now_ns(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* <sys/socket.h> is libc, not UAPI. */
 #define KPX_AF_INET 2
 

@@ -117,7 +117,9 @@ KPX_INLINE __u32 lb4_pick(const struct kpx_pkt *p, const struct kpx_svc *svc, __
 		__u64 timeout = (__u64)svc->affinity_timeout_s * KPX_NSEC_PER_SEC;
 
 		id = av->backend_id;
-		if (now - av->last_seen_ns <= timeout && lb4_backend(id)) {
+		/* Signed: a stamp from a finer clock (userspace) may lie a
+		 * tick after kpx_now_ns(). */
+		if ((__s64)(now - av->last_seen_ns) <= (__s64)timeout && lb4_backend(id)) {
 			av->last_seen_ns = now;
 			return id;
 		}
@@ -146,7 +148,7 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc,
 {
 	__u8 flags = p->tcp_flags;
 	int syn = (flags & (KPX_TCP_SYN | KPX_TCP_ACK | KPX_TCP_RST)) == KPX_TCP_SYN;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = kpx_now_ns();
 	struct kpx_ct_entry *e = ct4_lookup(p);
 	struct kpx_backend *be;
 	__u32 id;
@@ -197,7 +199,7 @@ KPX_INLINE int lb4_reply(const struct kpx_pkt *p, struct kpx_decision *d)
 
 	if (!e || !(e->flags & KPX_CT_F_REPLY))
 		return 0;
-	ct4_touch(e, bpf_ktime_get_ns());
+	ct4_touch(e, kpx_now_ns());
 	if (!(e->flags & KPX_CT_F_SEEN_REPLY)) {
 		/* First reply: mark both entries once (the forward one tells
 		 * userspace this backend answered). */

@@ -494,6 +494,38 @@ ProgStats StatsOf(int prog_fd) {
   return {info.run_cnt, info.run_time_ns};
 }
 
+// What the verifier saw and the JIT made of each program: the instruction
+// counts profiles are read against (bpftool prog dump xlated shows them).
+void AddProgramSizes(Context& ctx, const Bench& bench) {
+  for (bool xdp : {true, false}) {
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bench.Prog(xdp), &info, &len) != 0) continue;
+    std::map<std::string, std::string> params = {{"hook", xdp ? "xdp" : "tc"}};
+    ctx.report->Add({.suite = "xdp",
+                     .name = "program",
+                     .subject = "kpx",
+                     .metric = "xlated_insns",
+                     .value = info.xlated_prog_len / 8.0,
+                     .unit = "insns",
+                     .params = params});
+    ctx.report->Add({.suite = "xdp",
+                     .name = "program",
+                     .subject = "kpx",
+                     .metric = "jited_bytes",
+                     .value = static_cast<double>(info.jited_prog_len),
+                     .unit = "bytes",
+                     .params = params});
+    ctx.report->Add({.suite = "xdp",
+                     .name = "program",
+                     .subject = "kpx",
+                     .metric = "verified_insns",
+                     .value = static_cast<double>(info.verified_insns),
+                     .unit = "insns",
+                     .params = params});
+  }
+}
+
 // Live frames: the client netns' raw socket sends through c0 -> n0, where
 // XDP runs in veth's NAPI poll, up to 64 distinct frames per poll with no
 // system call between them. Per path, the floor program (XDP_PASS) and then
@@ -667,6 +699,7 @@ absl::Status RunXdp(const XdpOptions& opt, Context& ctx) {
   absl::Status st = (*lab)->RunInside([&]() -> absl::Status {
     if (absl::Status s = bench.Load(opt); !s.ok()) return s;
     if (absl::Status s = bench.AllowRedirect((*lab)->backend_ifindex()); !s.ok()) return s;
+    AddProgramSizes(ctx, bench);
     return RunPerPacket(opt, ctx, bench);
   });
   if (!st.ok()) return st;

@@ -73,7 +73,7 @@ struct kpx_ct_key {
 };
 
 struct kpx_ct_entry {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet */
+	__u64 last_seen_ns; /* CLOCK_MONOTONIC (coarse, kpx_now_ns()) of the last packet */
 	__u32 backend_id;   /* forward: where the flow goes */
 	__u32 svc_id;
 	__be32 vip;         /* reverse: frontend address to restore as source */
