@@ -36,7 +36,7 @@ struct HealthBenchOptions {
   int aggr_fall = 2;
 };
 
-constexpr absl::Duration kPollEvery = absl::Milliseconds(5);
+constexpr absl::Duration kTick = absl::Milliseconds(1);
 constexpr absl::Duration kWaitLimit = absl::Seconds(20);  // one transition, any checker
 
 volatile sig_atomic_t g_interrupted = 0;
@@ -209,7 +209,15 @@ class HaproxyRun {
 struct SubjectSamples {
   std::vector<double> detect_ms, recover_ms, programming_ms;
   int detect_missed = 0, recover_missed = 0, poll_errors = 0;
+  std::vector<double> loadavg;  // 1-minute load average at each kill: how busy the machine was
 };
+
+double LoadAverage1() {
+  std::ifstream in("/proc/loadavg");
+  double v = -1;
+  in >> v;
+  return v;
+}
 
 // Waits until every observer sees pod `pod` with up == `want`; records the
 // time from `since` per observer into `out` (nullopt: not within kWaitLimit).
@@ -217,11 +225,13 @@ std::vector<std::optional<double>> WaitTransition(std::vector<std::unique_ptr<Ob
                                                   bool want, absl::Time since,
                                                   std::map<std::string, SubjectSamples>& samples) {
   std::vector<std::optional<double>> took(obs.size());
+  std::vector<absl::Time> next_poll(obs.size(), since);
   size_t pending = obs.size();
   const absl::Time deadline = since + kWaitLimit;
   while (pending > 0 && absl::Now() < deadline && g_interrupted == 0) {
     for (size_t o = 0; o < obs.size(); ++o) {
-      if (took[o].has_value()) continue;
+      if (took[o].has_value() || absl::Now() < next_poll[o]) continue;
+      next_poll[o] = absl::Now() + obs[o]->poll_period();
       absl::StatusOr<std::vector<PodView>> v = obs[o]->Poll();
       const absl::Time polled = absl::Now();
       if (!v.ok()) {
@@ -240,7 +250,7 @@ std::vector<std::optional<double>> WaitTransition(std::vector<std::unique_ptr<Ob
       took[o] = absl::ToDoubleMilliseconds(at - since);
       --pending;
     }
-    absl::SleepFor(kPollEvery);
+    absl::SleepFor(kTick);
   }
   return took;
 }
@@ -290,6 +300,7 @@ absl::Status KillLoop(Context& ctx, HealthLab& lab, std::vector<std::unique_ptr<
     const size_t pod = static_cast<size_t>(k) % pods;
     absl::SleepFor(absl::Milliseconds(pause_ms(rng)));
     if (absl::Status s = WaitAllUp(obs, pods, absl::Seconds(30)); !s.ok()) return s;
+    const double load = LoadAverage1();
     const absl::Time killed = lab.KillPod(static_cast<int>(pod));
     std::vector<std::optional<double>> down = WaitTransition(obs, pod, false, killed, samples);
     const absl::Time restarted = absl::Now();
@@ -298,6 +309,7 @@ absl::Status KillLoop(Context& ctx, HealthLab& lab, std::vector<std::unique_ptr<
     std::vector<std::string> line;
     for (size_t o = 0; o < obs.size(); ++o) {
       SubjectSamples& s = samples[obs[o]->subject()];
+      s.loadavg.push_back(load);
       if (down[o]) {
         s.detect_ms.push_back(*down[o]);
       } else {
@@ -330,6 +342,8 @@ void AddLatencies(Report& r, const std::string& subject, const SubjectSamples& s
       m.extra["settings"] = settings;
       m.extra["min_ms"] = Percentile(v, 0);
       m.extra["max_ms"] = Percentile(v, 100);
+      m.extra["loadavg_1m_min"] = Percentile(s.loadavg, 0);
+      m.extra["loadavg_1m_max"] = Percentile(s.loadavg, 100);
       if (name == "detection" && !s.programming_ms.empty()) {
         m.extra["verdict_to_programmed_p50_ms"] = Percentile(s.programming_ms, 50);
         m.extra["verdict_to_programmed_max_ms"] = Percentile(s.programming_ms, 100);
@@ -343,6 +357,11 @@ void AddLatencies(Report& r, const std::string& subject, const SubjectSamples& s
   };
   add("detection", s.detect_ms, s.detect_missed);
   add("recovery", s.recover_ms, s.recover_missed);
+  if (!s.loadavg.empty()) {
+    r.AddNote(absl::StrCat("health: ", subject, ": 1-minute load average ", Percentile(s.loadavg, 0), "..",
+                           Percentile(s.loadavg, 100), " during its kills (", sysconf(_SC_NPROCESSORS_ONLN),
+                           " CPUs)"));
+  }
 }
 
 std::vector<std::string> PodIps(HealthLab& lab) {
@@ -509,8 +528,28 @@ absl::Status RunHealth(const HealthBenchOptions& opt, Context& ctx) {
   const int kills = ctx.quick ? 3 : opt.kills;
   const int cpu_n = ctx.quick ? 100 : opt.cpu_backends;
   const absl::Duration window = ctx.quick ? absl::Seconds(2) : absl::Seconds(opt.cpu_seconds);
-  fs::path work = r.dir() / "health-lab";
+  // kpxd's status file and logs, HAProxy's socket: on tmpfs (/run), where a
+  // write never waits for writeback; on a disk busy with other writers a
+  // stalled status write held kpxd's reconcile loop (and so the programming
+  // of health changes) for seconds. Copied next to the results at the end.
+  const fs::path work = absl::StrCat("/run/kpxh-bench-", getpid());
+  fs::remove_all(work);
   fs::create_directories(work);
+  struct KeepLogs {
+    fs::path from, to;
+    ~KeepLogs() {
+      std::error_code ec;
+      // Regular files only (configs, logs, status): sockets cannot be copied.
+      for (auto it = fs::recursive_directory_iterator(from, ec); !ec && it != fs::recursive_directory_iterator();
+           it.increment(ec)) {
+        if (!it->is_regular_file()) continue;
+        fs::path dest = to / fs::relative(it->path(), from);
+        fs::create_directories(dest.parent_path(), ec);
+        fs::copy_file(it->path(), dest, fs::copy_options::overwrite_existing, ec);
+      }
+      fs::remove_all(from, ec);
+    }
+  } keep_logs{work, r.dir() / "health-lab"};
   bool haproxy = opt.haproxy;
   if (haproxy && RunBounded("command -v haproxy", absl::Seconds(5), work / "lab.log") != 0) {
     r.AddNote("health: haproxy is not installed (tools/setup.sh installs it): no peer numbers");
@@ -522,14 +561,14 @@ absl::Status RunHealth(const HealthBenchOptions& opt, Context& ctx) {
   Progress progress("health", kills * static_cast<int>(opt.dataplanes.size() + (haproxy ? 1 : 0)));
   absl::Status result = absl::OkStatus();
   for (const std::string& dp : opt.dataplanes) {
-    if (Stopping(ctx)) break;
+    if (Stopping(ctx) || kills == 0) break;
     if (absl::Status s = MeasureKpxd(ctx, **lab, opt, dp, kills, progress); !s.ok()) {
       // One dataplane failing (e.g. no XDP here) still leaves the others.
       r.AddNote(absl::StrCat("health: kpxd --dataplane=", dp, ": ", s.message()));
       if (result.ok()) result = s;
     }
   }
-  if (haproxy && !Stopping(ctx)) {
+  if (haproxy && kills > 0 && !Stopping(ctx)) {
     if (absl::Status s = MeasureHaproxy(ctx, **lab, kills, progress); !s.ok()) {
       r.AddNote(absl::StrCat("health: haproxy: ", s.message()));
       if (result.ok()) result = s;
@@ -554,8 +593,9 @@ absl::Status RunHealth(const HealthBenchOptions& opt, Context& ctx) {
       absl::StrCat("kpx-*: kpxd defaults (interval 300 ms +-20%, timeout 200 ms, fall 2, rise 2); kpx-*-aggr: ",
                    KpxAggrSettings(opt),
                    "; haproxy: check inter 1s fall 3 rise 2; haproxy-aggr: check inter 100 fall 2 rise 2. "
-                   "Detection: SIGKILL of the pod's server -> out of rotation (kpxd: dataplane programmed, "
-                   "from its admin API's health_change; HAProxy: stats socket polled every 5 ms). Recovery: "
+                   "Detection: SIGKILL of the pod's server -> out of rotation (kpxd: the instant the dataplane "
+                   "was programmed, its admin API's health_change, polled every 25 ms; HAProxy: stats socket "
+                   "polled every 5 ms). Recovery: "
                    "server restarted as soon as every checker took it out -> back in rotation. ",
                    kills, " kills; with 30 samples p99 is the maximum.");
   r.AddTable({.title = "Health: p50 latency (ms): kill -> out of rotation (detection), restart -> back in (recovery)",
@@ -580,7 +620,8 @@ Subcommand MakeHealthSubcommand() {
           .order = 50,
           .add_options =
               [opt](CLI::App* cmd) {
-                cmd->add_option("--kills", opt->kills, "pod kills per checker group")->check(CLI::Range(1, 1000));
+                cmd->add_option("--kills", opt->kills, "pod kills per checker group (0: probe CPU only)")
+                    ->check(CLI::Range(0, 1000));
                 cmd->add_option("--dataplanes", opt->dataplanes, "kpxd dataplanes to measure (uring,xdp)")
                     ->delimiter(',')
                     ->check(CLI::IsMember({"uring", "xdp"}));

@@ -223,6 +223,8 @@ class KpxdObserver : public Observer {
     client_.set_keep_alive(true);
   }
 
+  absl::Duration poll_period() const override { return absl::Milliseconds(25); }
+
   absl::StatusOr<std::vector<PodView>> Poll() override {
     auto res = client_.Get(("/v1/services?name=" + httplib::detail::encode_query_param(service_)).c_str());
     if (!res) return absl::UnavailableError(absl::StrCat("kpxd admin API: ", httplib::to_string(res.error())));
@@ -256,6 +258,8 @@ class HaproxyObserver : public Observer {
  public:
   HaproxyObserver(std::string subject, std::string socket, std::string proxy, std::vector<std::string> names)
       : Observer(std::move(subject)), socket_(std::move(socket)), proxy_(std::move(proxy)), names_(std::move(names)) {}
+
+  absl::Duration poll_period() const override { return absl::Milliseconds(5); }
 
   absl::StatusOr<std::vector<PodView>> Poll() override {
     absl::StatusOr<std::string> csv = Command("show stat\n");

@@ -107,6 +107,10 @@ class Observer {
  public:
   virtual ~Observer() = default;
   const std::string& subject() const { return subject_; }
+  // How often the kill loop asks: often where the poll time is the
+  // measurement (HAProxy), seldom where the checker stamps its own changes
+  // (kpxd), so observing disturbs less.
+  virtual absl::Duration poll_period() const = 0;
   // One view per lab pod, in HealthLab::pods() order.
   virtual absl::StatusOr<std::vector<PodView>> Poll() = 0;
 
