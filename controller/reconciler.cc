@@ -15,11 +15,15 @@ Reconciler::Reconciler(NodeInfo node, dataplane::Dataplane* dataplane)
     : node_(std::move(node)), dataplane_(dataplane) {}
 
 absl::Status Reconciler::Update(const std::string& source, ObjectSet objects) {
-  return Sync(store_.Replace(source, std::move(objects)));
+  ObjectStore::ServiceSet affected = store_.Replace(source, std::move(objects));
+  stats_.service_changes += affected.size();
+  return Sync(affected);
 }
 
 absl::Status Reconciler::RemoveSource(const std::string& source) {
-  return Sync(store_.Remove(source));
+  ObjectStore::ServiceSet affected = store_.Remove(source);
+  stats_.service_changes += affected.size();
+  return Sync(affected);
 }
 
 absl::Status Reconciler::UpdateMany(std::vector<SourceChange> changes) {
@@ -29,6 +33,7 @@ absl::Status Reconciler::UpdateMany(std::vector<SourceChange> changes) {
                                           : store_.Remove(c.source);
     affected.insert(s.begin(), s.end());
   }
+  stats_.service_changes += affected.size();
   return Sync(affected);
 }
 
@@ -192,7 +197,9 @@ absl::Status Reconciler::Program(TableDiff diff, absl::Time start) {
     return status;
   }
   ++stats_.syncs;
+  stats_.last_success_time = stats_.last_sync_time;
   stats_.endpoint_changes += diff.size();
+  if (sync_observer_) sync_observer_(stats_.last_sync_duration);
   ApplyDiff(diff, &applied_);
   dirty_all_ = false;
   VLOG(1) << "programmed " << diff.upserts.size() << " upserts, " << diff.removals.size()

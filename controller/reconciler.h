@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,8 +28,10 @@ struct ReconcilerStats {
   uint64_t syncs = 0;              // Apply calls that succeeded
   uint64_t sync_errors = 0;        // Apply calls that failed (retried by Resync)
   uint64_t endpoint_changes = 0;   // upserts + removals sent
+  uint64_t service_changes = 0;    // Services re-translated because a source changed them
   absl::Duration last_sync_duration;  // translate + diff + Apply of the last sync
   absl::Time last_sync_time;
+  absl::Time last_success_time = absl::InfinitePast();  // of the last Apply that succeeded
   size_t frontends = 0;
   size_t services = 0;
 };
@@ -91,6 +94,8 @@ class Reconciler {
   const ReconcilerStats& stats() const { return stats_; }
   bool in_sync() const { return !dirty_all_; }
   std::vector<std::string> TakeWarnings();
+  // Called with the duration of every successful Apply (metrics histograms).
+  void set_sync_observer(std::function<void(absl::Duration)> fn) { sync_observer_ = std::move(fn); }
 
  private:
   // Re-translates `services`, updates desired_, and programs the frontends
@@ -118,6 +123,7 @@ class Reconciler {
   bool dirty_all_ = false;  // an Apply failed: applied_ may lag desired_
   ReconcilerStats stats_;
   std::vector<std::string> warnings_;
+  std::function<void(absl::Duration)> sync_observer_;
 };
 
 }  // namespace kpx::controller

@@ -301,6 +301,13 @@ absl::Status UringProxy::OnAllWorkers(const std::string& what,
   return absl::OkStatus();
 }
 
+std::shared_ptr<const FrontendConfig> UringProxy::FrontendSnapshot(
+    const controller::FrontendKey& key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = frontends_.find(key);
+  return it == frontends_.end() ? nullptr : it->second.config;
+}
+
 dataplane::DataplaneStats UringProxy::Stats() const {
   dataplane::DataplaneStats stats;
   absl::MutexLock lock(&mu_);

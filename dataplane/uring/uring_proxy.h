@@ -65,6 +65,9 @@ class UringProxy final : public dataplane::Dataplane {
   // one (back-pressure); a steadily rising count means buffers_per_worker is
   // too small for the load.
   uint64_t buffer_starvations() const;
+  // The snapshot the workers use for `key` (null if not served): for
+  // PreviewPick (kpxctl trace).
+  std::shared_ptr<const FrontendConfig> FrontendSnapshot(const controller::FrontendKey& key) const;
 
  private:
   struct Frontend {

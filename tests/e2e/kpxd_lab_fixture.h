@@ -22,6 +22,7 @@
 #include <map>
 #include <optional>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -148,6 +149,119 @@ inline std::string HttpGet(const char* ip, int port) {
   }
   close(fd);
   return body;
+}
+
+struct HttpReply {
+  int status = 0;  // 0: no answer
+  std::string body;
+};
+
+// GET `path` (Connection: close) from the calling thread's namespace,
+// optionally from source port `sport` (0 = any).
+inline HttpReply HttpFetch(const std::string& ip, int port, const std::string& path,
+                           int sport = 0) {
+  HttpReply r;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return r;
+  if (sport != 0) {
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    local.sin_port = htons(sport);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
+      close(fd);
+      return r;
+    }
+  }
+  timeval tv{3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    close(fd);
+    return r;
+  }
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: kpx\r\nConnection: close\r\n\r\n";
+  if (SendAll(fd, req.data(), req.size())) {
+    std::string resp = ReadToEof(fd);
+    size_t pos = resp.find("\r\n\r\n");
+    if (resp.rfind("HTTP/1.1 ", 0) == 0 && pos != std::string::npos) {
+      r.status = std::atoi(resp.substr(9, 3).c_str());
+      r.body = resp.substr(pos + 4);
+    }
+  }
+  close(fd);
+  return r;
+}
+
+// The lab's pod IPs by pod name (tools/lab.sh).
+inline std::string PodIp(const std::string& pod) {
+  static const std::map<std::string, std::string> kIps = {
+      {"pod1", "10.244.1.2"}, {"pod2", "10.244.2.2"}, {"pod3", "10.244.3.2"}, {"pod4", "10.244.3.3"}};
+  auto it = kIps.find(pod);
+  return it == kIps.end() ? "" : it->second;
+}
+
+// Sum of the samples of metric `name` whose label set contains `match`
+// (e.g. "frontend=\"10.96.4.197:5000/TCP\""); -1 when there is none.
+inline double MetricSum(const std::string& text, const std::string& name,
+                        const std::string& match = "") {
+  double sum = 0;
+  bool found = false;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line.rfind(name, 0) != 0) continue;
+    char next = line.size() > name.size() ? line[name.size()] : '\0';
+    if (next != '{' && next != ' ') continue;
+    size_t sp = line.rfind(' ');
+    if (!match.empty() && line.substr(0, sp).find(match) == std::string::npos) continue;
+    sum += std::strtod(line.c_str() + sp + 1, nullptr);
+    found = true;
+  }
+  return found ? sum : -1;
+}
+
+// Checks Prometheus text structure: every sample line is NAME[{...}] VALUE
+// and its family was announced by # HELP and # TYPE first. Returns the
+// first problem, or "".
+inline std::string CheckExposition(const std::string& text) {
+  static const std::regex kSample(
+      R"re(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|\+Inf|-Inf|NaN)$)re");
+  std::map<std::string, std::string> types;
+  std::set<std::string> helped;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("# HELP ", 0) == 0) {
+      std::string name = line.substr(7, line.find(' ', 7) - 7);
+      if (!helped.insert(name).second) return "HELP twice for " + name;
+      continue;
+    }
+    if (line.rfind("# TYPE ", 0) == 0) {
+      std::string rest = line.substr(7);
+      std::string name = rest.substr(0, rest.find(' '));
+      if (types.count(name)) return "TYPE twice for " + name;
+      types[name] = rest.substr(rest.find(' ') + 1);
+      continue;
+    }
+    std::smatch m;
+    if (!std::regex_match(line, m, kSample)) return "malformed line: " + line;
+    std::string name = m[1];
+    std::string family = name;
+    for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+      std::string sfx = suffix;
+      if (!types.count(family) && name.size() > sfx.size() &&
+          name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
+        family = name.substr(0, name.size() - sfx.size());
+      }
+    }
+    if (!types.count(family) || !helped.count(family)) return "no HELP/TYPE before " + line;
+  }
+  return "";
 }
 
 struct Spread {
@@ -285,6 +399,26 @@ class KpxdLabFixture : public ::testing::Test {
     }
     return false;
   }
+  // "HOST:PORT" kpxd bound for `field` (metrics_address / healthz_address),
+  // from the status file.
+  std::pair<std::string, int> BoundAddress(const std::string& field) const {
+    std::smatch m;
+    std::string s = Status();
+    if (!std::regex_search(s, m, std::regex("\"" + field + "\":\"([0-9.]+):([0-9]+)\""))) {
+      return {"", 0};
+    }
+    return {m[1], std::stoi(m[2])};
+  }
+  // GET from kpxd's metrics/healthz listener, inside the node namespace.
+  HttpReply NodeHttp(const std::string& field, const std::string& path) {
+    auto [ip, port] = BoundAddress(field);
+    HttpReply r;
+    if (port == 0) return r;
+    InNetns(Prefix() + "node", [&] { r = HttpFetch(ip, port, path); });
+    return r;
+  }
+  std::string Scrape() { return NodeHttp("metrics_address", "/metrics").body; }
+
   std::string Log() const {
     std::ifstream in(work_ + "/kpxd.log");
     std::stringstream ss;

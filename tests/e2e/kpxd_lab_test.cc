@@ -332,5 +332,129 @@ TEST_F(KpxdLabTest, SigtermExitsCleanlyAndRemovesVips) {
   EXPECT_THAT(ShOut("ip -n " + ns + " -4 addr show dev kpx0 2>&1"), Not(HasSubstr(kVip)));
 }
 
+TEST_F(KpxdLabTest, MetricsAndHealthzFollowTrafficAndSyncs) {
+  extra_args_ = {"--metrics-bind-address=127.0.0.1:0", "--healthz-bind-address=127.0.0.1:0"};
+  CopyExample("flask.yaml");
+  StartKpxd();
+  ASSERT_NE(BoundAddress("metrics_address").second, 0) << Status() << Log();
+  ASSERT_NE(BoundAddress("healthz_address").second, 0) << Status();
+
+  HttpReply hz = NodeHttp("healthz_address", "/healthz");
+  EXPECT_EQ(hz.status, 200) << hz.body;
+  nlohmann::json j = nlohmann::json::parse(hz.body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << hz.body;
+  EXPECT_FALSE(j.value("lastUpdated", "").empty()) << hz.body;
+  EXPECT_FALSE(j.value("currentTime", "").empty()) << hz.body;
+  EXPECT_EQ(NodeHttp("healthz_address", "/livez").status, 200);
+  // Not served on the health listener, as with kube-proxy.
+  EXPECT_EQ(NodeHttp("healthz_address", "/metrics").status, 404);
+
+  std::string m1 = Scrape();
+  ASSERT_EQ(CheckExposition(m1), "") << m1;
+  EXPECT_EQ(MetricSum(m1, "kpx_dataplane", "dataplane=\"uring\""), 1);
+  EXPECT_GE(MetricSum(m1, "kubeproxy_sync_proxy_rules_duration_seconds_count"), 1);
+  double last = MetricSum(m1, "kubeproxy_sync_proxy_rules_last_timestamp_seconds");
+  EXPECT_NEAR(last, absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()), 120);
+  EXPECT_GE(MetricSum(m1, "kubeproxy_sync_proxy_rules_service_changes_total"), 1);
+  EXPECT_GE(MetricSum(m1, "kubeproxy_network_programming_duration_seconds_count"), 1);
+  EXPECT_EQ(MetricSum(m1, "kubeproxy_proxy_healthz_total", "code=\"200\""), 1);
+  EXPECT_EQ(MetricSum(m1, "kpx_backend_up", "service=\"flask-svc\""), 4);
+  const std::string fe = "frontend=\"10.96.4.197:5000/TCP\"";
+  double conns = MetricSum(m1, "kpx_service_connections_total", fe);
+  double bytes = MetricSum(m1, "kpx_service_bytes_total", fe);
+  ASSERT_GE(conns, 0) << m1;
+
+  ASSERT_EQ(Requests(20).failed, 0);
+  std::string m2 = Scrape();
+  EXPECT_EQ(MetricSum(m2, "kpx_service_connections_total", fe), conns + 20);
+  EXPECT_GT(MetricSum(m2, "kpx_service_bytes_total", fe), bytes + 20 * 40);
+  EXPECT_GE(MetricSum(m2, "kpx_backend_connections_total", fe), conns + 20);
+
+  // An endpoint change is one more sync, endpoint change and programming sample.
+  long before = StatusField("updates");
+  double syncs = MetricSum(m2, "kubeproxy_sync_proxy_rules_duration_seconds_count");
+  double eps = MetricSum(m2, "kubeproxy_sync_proxy_rules_endpoint_changes_total");
+  double prog = MetricSum(m2, "kubeproxy_network_programming_duration_seconds_count");
+  WriteManifest("flask.yaml", FlaskWithEndpoints(2));
+  ASSERT_TRUE(WaitUpdates(before)) << Log();
+  std::string m3 = Scrape();
+  EXPECT_GT(MetricSum(m3, "kubeproxy_sync_proxy_rules_duration_seconds_count"), syncs);
+  EXPECT_GT(MetricSum(m3, "kubeproxy_sync_proxy_rules_endpoint_changes_total"), eps);
+  EXPECT_GT(MetricSum(m3, "kubeproxy_network_programming_duration_seconds_count"), prog);
+  EXPECT_EQ(MetricSum(m3, "kpx_backend_up", "service=\"flask-svc\""), 2);
+  EXPECT_EQ(CheckExposition(m3), "");
+  // Probes start within one interval of a target appearing; each backend
+  // turns healthy on its first good probe.
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (MetricSum(Scrape(), "kpx_health_backend_state", "state=\"healthy\"") < 2 &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::string m4 = Scrape();
+  EXPECT_GE(MetricSum(m4, "kpx_health_probes_total"), 1);
+  EXPECT_EQ(MetricSum(m4, "kpx_health_backend_state", "state=\"healthy\""), 2) << m4;
+}
+
+TEST_F(KpxdLabTest, MetricsListenerCanBeDisabled) {
+  extra_args_ = {"--metrics-bind-address=", "--healthz-bind-address="};
+  CopyExample("flask.yaml");
+  StartKpxd();
+  EXPECT_EQ(BoundAddress("metrics_address").second, 0);
+  EXPECT_THAT(Log(), Not(HasSubstr("metrics on http")));
+}
+
+TEST_F(KpxdLabTest, TraceNamesTheRoundRobinPickAndHealthShowsProbes) {
+  extra_args_ = {"--lb-algorithm=round-robin"};
+  CopyExample("flask.yaml");
+  StartKpxd();
+  std::string sock = "--socket " + work_ + "/kpxd.sock ";
+  for (int i = 0; i < 4; ++i) {
+    nlohmann::json t = nlohmann::json::parse(
+        ShOut(Kpxctl(sock + "trace 10.244.0.2 10.96.4.197:5000 -o json")), nullptr, false);
+    ASSERT_TRUE(t.is_object());
+    EXPECT_EQ(t.value("decision", ""), "round-robin") << t.dump();
+    EXPECT_EQ(t.value("service", ""), "default/flask-svc");
+    std::string predicted = t.value("backend", "");
+    Spread s = Requests(1);
+    ASSERT_EQ(s.by_pod.size(), 1u);
+    EXPECT_EQ(PodIp(s.by_pod.begin()->first) + ":5000", predicted) << "connection " << i;
+  }
+  std::string table = ShOut(Kpxctl(sock + "trace 10.244.0.2:40000 10.96.4.197:5000"));
+  EXPECT_THAT(table, HasSubstr("round-robin"));
+  EXPECT_THAT(table, HasSubstr("default/flask-svc"));
+  // Validation: 4xx from kpxd, exit 1, a message naming the problem.
+  EXPECT_THAT(ShOut(Kpxctl(sock + "trace 10.244.0.2 10.96.4.197 2>&1")), HasSubstr("IP:PORT"));
+  EXPECT_THAT(ShOut(Kpxctl(sock + "trace 10.244.0.2 10.96.4.197:99999 2>&1")),
+              HasSubstr("port must be 1..65535"));
+  EXPECT_THAT(ShOut(Kpxctl(sock + "trace bogus 10.96.4.197:5000 2>&1")), HasSubstr("not an IPv4"));
+  EXPECT_THAT(ShOut(Kpxctl(sock + "trace 10.244.0.2 10.96.9.99:80 2>&1")),
+              HasSubstr("no TCP frontend"));
+  EXPECT_EQ(Sh(Kpxctl(sock + "trace 10.244.0.2 10.96.9.99:80 >/dev/null 2>&1")), 1);
+
+  // Health: every backend probed and healthy; a stopped pod goes down and
+  // trace says why it gets no flows.
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  nlohmann::json h;
+  while (Clock::now() < deadline) {
+    h = nlohmann::json::parse(ShOut(Kpxctl(sock + "health default/flask-svc -o json")), nullptr, false);
+    if (h.is_object() && h["services"][0]["counts"].value("healthy", 0) == 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(h.is_object());
+  EXPECT_EQ(h["services"][0]["counts"].value("healthy", 0), 4) << h.dump();
+  for (const auto& b : h["services"][0]["backends"]) {
+    EXPECT_GE(b.value("probes", 0), 1) << b.dump();
+    EXPECT_EQ(b.value("last_result", ""), "ok") << b.dump();
+  }
+  EXPECT_THAT(ShOut(Kpxctl(sock + "health default/nope 2>&1")), HasSubstr("not found"));
+  ASSERT_EQ(Sh(LabCmd("pod-stop 4") + " >/dev/null 2>&1"), 0);
+  ASSERT_TRUE(WaitHealth("default/flask-svc", "10.244.3.3", false, std::chrono::seconds(3)));
+  std::string table_h = ShOut(Kpxctl(sock + "health default/flask-svc"));
+  EXPECT_THAT(table_h, HasSubstr("down"));
+  EXPECT_THAT(table_h, HasSubstr("Connection refused"));
+  std::string why = ShOut(Kpxctl(sock + "trace 10.244.0.2 10.96.4.197:5000"));
+  EXPECT_THAT(why, HasSubstr("10.244.3.3:5000 takes no new flows: health checks failed (down)"));
+}
+
 }  // namespace
 }  // namespace kpx::e2e

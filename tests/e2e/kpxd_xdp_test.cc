@@ -171,5 +171,90 @@ TEST_F(KpxdXdpTest, AutoFallsBackToTheUringProxyWhenXdpCannotAttach) {
   EXPECT_EQ(s.by_pod.size(), 4u);
 }
 
+TEST_F(KpxdXdpTest, TraceReplaysTheProgramsPickForRealFlows) {
+  CopyExample("flask.yaml");
+  StartKpxd();
+  std::string sock = "--socket " + work_ + "/kpxd.sock ";
+  auto trace = [&](const std::string& src) {
+    return nlohmann::json::parse(ShOut(Kpxctl(sock + "trace " + src + " " + kVip + ":5000 -o json")),
+                                 nullptr, false);
+  };
+  // Source ports of our own choosing, so each flow's 5-tuple is known; spread
+  // over a range so several Maglev slots (and backends) are exercised.
+  int base = 20000 + (getpid() % 20000);
+  std::set<std::string> backends_seen;
+  for (int i = 0; i < 12; ++i) {
+    int sport = base + i * 7;
+    nlohmann::json t = trace(absl::StrFormat("10.244.0.2:%d", sport));
+    ASSERT_TRUE(t.is_object());
+    std::string decision = t.value("decision", "");
+    ASSERT_TRUE(decision == "maglev" || decision == "conntrack") << t.dump(2);
+    std::string predicted = t.value("backend", "");
+    HttpReply r;
+    InNetns(Prefix() + "client", [&] { r = HttpFetch(kVip, 5000, "/", sport); });
+    ASSERT_EQ(r.status, 200) << "sport " << sport;
+    std::string pod = r.body.substr(0, r.body.find('\n'));
+    EXPECT_EQ(PodIp(pod) + ":5000", predicted) << "sport " << sport << ": " << t.dump(2);
+    backends_seen.insert(predicted);
+    if (decision == "maglev") {
+      EXPECT_LT(t["maglev"].value("slot", 0u), t["maglev"].value("table_size", 0u));
+    }
+  }
+  EXPECT_GE(backends_seen.size(), 2u) << "12 flows all hashed to one backend";
+
+  // A live flow: its conntrack entry decides, and names the same backend.
+  int sport = base + 1000;
+  nlohmann::json before = trace(absl::StrFormat("10.244.0.2:%d", sport));
+  int fd = -1;
+  InNetns(Prefix() + "client", [&] {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    local.sin_port = htons(sport);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)), 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(5000);
+    inet_pton(AF_INET, kVip, &sa.sin_addr);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0) << strerror(errno);
+  });
+  ASSERT_GE(fd, 0);
+  nlohmann::json live = trace(absl::StrFormat("10.244.0.2:%d", sport));
+  close(fd);
+  EXPECT_EQ(live.value("decision", ""), "conntrack") << live.dump(2);
+  EXPECT_EQ(live.value("backend", ""), before.value("backend", "x"));
+  EXPECT_TRUE(live["conntrack"].value("seen_reply", false)) << live.dump(2);
+
+  // Without a source port only the frontend and the candidates are known.
+  nlohmann::json noport = trace("10.244.0.2");
+  EXPECT_EQ(noport.value("decision", ""), "need_source_port");
+  EXPECT_EQ(noport["backends"].size(), 4u);
+  std::string table = ShOut(Kpxctl(sock + "trace 10.244.0.2:5555 " + std::string(kVip) + ":5000"));
+  EXPECT_THAT(table, HasSubstr("Maglev: hash 0x"));
+}
+
+TEST_F(KpxdXdpTest, MetricsCountPacketsOnTheEbpfPath) {
+  extra_args_ = {"--metrics-bind-address=127.0.0.1:0", "--healthz-bind-address=127.0.0.1:0"};
+  CopyExample("flask.yaml");
+  StartKpxd();
+  std::string m1 = Scrape();
+  ASSERT_EQ(CheckExposition(m1), "") << m1;
+  EXPECT_EQ(MetricSum(m1, "kpx_dataplane", "dataplane=\"xdp\""), 1);
+  EXPECT_GE(MetricSum(m1, "kpx_bpf_map_entries", "map=\"kpx_services\""), 1);
+  const std::string fe = "frontend=\"10.96.4.197:5000/TCP\"";
+  double packets = MetricSum(m1, "kpx_service_packets_total", fe);
+  double flows = MetricSum(m1, "kpx_service_connections_total", fe);
+  double new_flow = MetricSum(m1, "kpx_xdp_verdicts_total", "verdict=\"new_flow\"");
+  ASSERT_GE(packets, 0) << m1;
+  ASSERT_EQ(Requests(10).failed, 0);
+  std::string m2 = Scrape();
+  EXPECT_GE(MetricSum(m2, "kpx_service_packets_total", fe), packets + 10 * 3);
+  EXPECT_EQ(MetricSum(m2, "kpx_service_connections_total", fe), flows + 10);
+  EXPECT_GE(MetricSum(m2, "kpx_xdp_verdicts_total", "verdict=\"new_flow\""), new_flow + 10);
+  EXPECT_EQ(NodeHttp("healthz_address", "/healthz").status, 200);
+}
+
 }  // namespace
 }  // namespace kpx::e2e

@@ -276,6 +276,64 @@ int RunApplyDelete(const LiveArgs& args, bool apply, const std::vector<std::stri
   return 0;
 }
 
+int RunHealth(const LiveArgs& args, const std::string& name) {
+  nlohmann::json j;
+  std::string path = "/v1/health";
+  if (!name.empty()) path += "?name=" + httplib::detail::encode_query_param(name);
+  if (int rc = AdminGet(args, path, &j); rc != 0) return rc;
+  Print(args, j, [](const nlohmann::json& body) {
+    if (!body.value("enabled", true)) {
+      std::cout << "health checking is off (kpxd --health-checks=false): only readiness counts\n";
+    }
+    std::vector<std::vector<std::string>> rows = {
+        {"SERVICE", "BACKEND", "STATE", "IN ROTATION", "LAST RESULT", "LATENCY", "PROBES",
+         "FAILURES", "PASSIVE", "CHECK"}};
+    for (const auto& s : body["services"]) {
+      for (const auto& b : s["backends"]) {
+        std::string state = Str(b, "state");
+        if (b.value("draining", false)) state += " (drained)";
+        std::string latency = "-";
+        if (b.contains("last_latency_ms")) {
+          char buf[32];
+          std::snprintf(buf, sizeof(buf), "%.2fms", b["last_latency_ms"].get<double>());
+          latency = buf;
+        }
+        rows.push_back({Str(s, "service"), Str(b, "backend"), state, Str(b, "in_rotation"),
+                        Str(b, "last_result"), latency, Str(b, "probes"), Str(b, "failures"),
+                        Str(b, "passive_failures"), Str(b, "check")});
+      }
+    }
+    PrintRows(rows);
+    for (const auto& s : body["services"]) {
+      std::string counts;
+      for (auto it = s["counts"].begin(); it != s["counts"].end(); ++it) {
+        counts += (counts.empty() ? "" : ", ") + std::to_string(it->get<int>()) + " " + it.key();
+      }
+      std::cout << Str(s, "service") << ": " << counts << "\n";
+    }
+  });
+  return 0;
+}
+
+int RunTrace(const LiveArgs& args, const std::string& src, const std::string& dst) {
+  nlohmann::json j;
+  std::string path = "/v1/trace?src=" + httplib::detail::encode_query_param(src) +
+                     "&dst=" + httplib::detail::encode_query_param(dst);
+  if (int rc = AdminGet(args, path, &j); rc != 0) return rc;
+  Print(args, j, [](const nlohmann::json& body) {
+    std::cout << "flow:      " << Str(body["flow"], "src") << " -> " << Str(body["flow"], "dst")
+              << " TCP\n";
+    std::cout << "service:   " << Str(body, "service") << " port " << Str(body, "port") << " ("
+              << Str(body, "type") << ", frontend " << Str(body, "frontend") << ")\n";
+    std::cout << "dataplane: " << Str(body, "dataplane") << "\n";
+    std::cout << "backend:   " << (body["backend"].is_null() ? "(none definite)" : Str(body, "backend"))
+              << "  [" << Str(body, "decision") << "]\n";
+    std::cout << "why:\n";
+    for (const auto& s : body["steps"]) std::cout << "  - " << s.get<std::string>() << "\n";
+  });
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -315,6 +373,18 @@ int main(int argc, char** argv) {
   add_output(get_backends);
   CLI::App* stats_cmd = app.add_subcommand("stats", "kpxd's sync and dataplane counters");
   add_output(stats_cmd);
+  std::string health_name;
+  CLI::App* health_cmd = app.add_subcommand(
+      "health", "Per-backend health: state, last probe result and latency, counts");
+  health_cmd->add_option("name", health_name, "NAMESPACE/NAME of one Service");
+  add_output(health_cmd);
+  std::string trace_src, trace_dst;
+  CLI::App* trace_cmd = app.add_subcommand(
+      "trace", "Which backend a flow gets and why (frontend, conntrack, affinity, Maglev, health)");
+  trace_cmd->add_option("src", trace_src, "Client SRC_IP[:PORT] (the port picks the Maglev slot)")
+      ->required();
+  trace_cmd->add_option("dst", trace_dst, "Frontend VIP:PORT (or NODE_IP:NODEPORT)")->required();
+  add_output(trace_cmd);
   CLI::App* version_cmd = app.add_subcommand("version", "kpxctl's and the running kpxd's version");
   add_output(version_cmd);
 
@@ -353,6 +423,8 @@ int main(int argc, char** argv) {
   if (get_services->parsed()) return RunGetServices(live, get_name, /*backends_view=*/false);
   if (get_backends->parsed()) return RunGetServices(live, get_name, /*backends_view=*/true);
   if (stats_cmd->parsed()) return RunSimpleGet(live, "/v1/stats");
+  if (health_cmd->parsed()) return RunHealth(live, health_name);
+  if (trace_cmd->parsed()) return RunTrace(live, trace_src, trace_dst);
   if (version_cmd->parsed()) {
     std::cout << "kpxctl 0.1.0\n";
     return RunSimpleGet(live, "/v1/version");

@@ -86,6 +86,15 @@ void AdminServer::Routes() {
     std::string name = req.has_param("name") ? req.get_param_value("name") : "";
     on_loop(res, [this, name] { return daemon_->ServicesJson(name); });
   });
+  server_->Get("/v1/health", [this, on_loop](const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.has_param("name") ? req.get_param_value("name") : "";
+    on_loop(res, [this, name] { return daemon_->HealthJson(name); });
+  });
+  server_->Get("/v1/trace", [this, on_loop](const httplib::Request& req, httplib::Response& res) {
+    std::string src = req.has_param("src") ? req.get_param_value("src") : "";
+    std::string dst = req.has_param("dst") ? req.get_param_value("dst") : "";
+    on_loop(res, [this, src, dst] { return daemon_->TraceJson(src, dst); });
+  });
   server_->Get("/v1/stats", [this, on_loop](const httplib::Request&, httplib::Response& res) {
     on_loop(res, [this] { return std::pair{200, daemon_->StatsJson()}; });
   });

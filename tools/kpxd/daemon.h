@@ -3,14 +3,20 @@
 // LoopQueue). main.cc only turns flags into DaemonOptions.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "controller/base/loop_queue.h"
+#include "controller/base/prometheus_text.h"
+#include "controller/base/sync_health.h"
 #include "controller/reconciler.h"
 #include "controller/source/k8s_api_source.h"
 #include "controller/source/manifest_dir_source.h"
@@ -18,6 +24,7 @@
 #include "dataplane/health/health_checker.h"
 #include "dataplane/health/health_spec.h"
 #include "dataplane/uring/uring_proxy.h"
+#include "dataplane/xdp/flow_trace.h"
 #include "dataplane/xdp/xdp_dataplane.h"
 #include "nlohmann/json.hpp"
 
@@ -44,9 +51,16 @@ struct DaemonOptions {
   // applied/ (manifests pushed with kpxctl apply, watched like --manifest-dir).
   // "" = nothing persisted (overrides and applies then die with the process).
   std::string state_dir;
+  // Monitoring listeners (HOST:PORT, "" = off; port 0 = any free port).
+  std::string metrics_bind_address;
+  std::string healthz_bind_address;
+  // /healthz turns 503 when a change waits longer than this to be programmed
+  // (kube-proxy: 2 x its sync period = 60s by default).
+  absl::Duration healthz_timeout = absl::Seconds(60);
 };
 
 class AdminServer;
+class HttpEndpoints;
 
 class Daemon {
  public:
@@ -70,6 +84,16 @@ class Daemon {
   std::pair<int, nlohmann::json> HandleDrain(const nlohmann::json& request);
   std::pair<int, nlohmann::json> HandleApply(const nlohmann::json& request);
   std::pair<int, nlohmann::json> HandleDelete(const nlohmann::json& request);
+  // GET /v1/health?name=NS/NAME: per-backend health (all Services if "").
+  std::pair<int, nlohmann::json> HealthJson(const std::string& name) const;
+  // GET /v1/trace?src=IP[:PORT]&dst=VIP:PORT: the backend that flow gets and why.
+  std::pair<int, nlohmann::json> TraceJson(const std::string& src, const std::string& dst);
+
+  // Monitoring (daemon_metrics.cc). MetricsText runs on the reconcile loop;
+  // sync_health and CountHealthz are thread-safe.
+  std::string MetricsText() const;
+  SyncHealth& sync_health() { return sync_health_; }
+  void CountHealthz(bool livez, int code);
 
  private:
   explicit Daemon(DaemonOptions options);
@@ -83,6 +107,10 @@ class Daemon {
   void OnHealthChange(controller::BackendAddr backend, bool healthy, absl::Time decided);
   void UpdateHealthTargets();
   absl::Status CreateDataplane();
+  // After every loop turn: healthz bookkeeping and fail-open accounting.
+  void AfterLoopTurn();
+  nlohmann::json TraceUring(const controller::ServiceRule& rule, Ipv4 client) const;
+  nlohmann::json TraceXdp(Ipv4 src, uint16_t sport, Ipv4 dst, uint16_t dport);
 
   DaemonOptions options_;
   LoopQueue loop_;
@@ -109,6 +137,18 @@ class Daemon {
   uint64_t api_updates_ = 0;
   absl::Duration last_programming_latency_;
   std::unique_ptr<AdminServer> admin_;
+
+  // Monitoring state (reconcile loop only, except where noted).
+  SyncHealth sync_health_;  // thread-safe
+  PromHistogram sync_duration_;
+  PromHistogram programming_latency_;
+  absl::Time last_queued_ = absl::InfinitePast();
+  absl::flat_hash_set<controller::FrontendKey> failing_open_;
+  uint64_t fail_open_events_ = 0;
+  mutable absl::Mutex healthz_mu_;
+  std::map<std::pair<bool, int>, uint64_t> healthz_codes_ ABSL_GUARDED_BY(healthz_mu_);
+  std::optional<xdp::TraceLookups> trace_lookups_;  // opened on the first eBPF trace
+  std::unique_ptr<HttpEndpoints> http_;
 };
 
 }  // namespace kpx::kpxd

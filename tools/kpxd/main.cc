@@ -23,6 +23,7 @@
 #include "dataplane/xdp/interfaces.h"
 #include "kpx/abi.h"
 #include "tools/kpxd/daemon.h"
+#include "tools/kpxd/http_endpoints.h"
 
 DEFINE_string(manifest_dir, "", "Directory of Service/EndpointSlice manifests to watch (inotify)");
 DEFINE_string(kubeconfig, "",
@@ -75,6 +76,14 @@ DEFINE_string(admin_socket, "/run/kpx/kpxd.sock",
 DEFINE_string(state_dir, "/var/lib/kpx",
               "Operator state kept across restarts: endpoint overrides and manifests pushed "
               "with kpxctl apply; \"\" keeps nothing");
+DEFINE_string(metrics_bind_address, "127.0.0.1:10249",
+              "HOST:PORT of the Prometheus /metrics endpoint (kube-proxy's flag and default); "
+              "\"\" disables it; port 0 = any free port (logged and in --status-file)");
+DEFINE_string(healthz_bind_address, "0.0.0.0:10256",
+              "HOST:PORT of /healthz and /livez (kube-proxy's flag and default); \"\" disables");
+DEFINE_string(healthz_timeout, "60s",
+              "/healthz and /livez answer 503 once a change has waited this long to be "
+              "programmed (kube-proxy: 2 x its sync period)");
 DEFINE_string(status_file, "",
               "If set, kpxd rewrites this JSON file (atomically) after every sync: frontends, "
               "services, in_sync, per-file parse errors. Scripts wait on it.");
@@ -241,6 +250,14 @@ int main(int argc, char** argv) {
   opts.status_file = FLAGS_status_file;
   opts.admin_socket = FLAGS_admin_socket;
   opts.state_dir = FLAGS_state_dir;
+  opts.metrics_bind_address = FLAGS_metrics_bind_address;
+  opts.healthz_bind_address = FLAGS_healthz_bind_address;
+  opts.healthz_timeout = DurationFlag("healthz-timeout", FLAGS_healthz_timeout);
+  for (auto [flag, value] : {std::pair{"metrics-bind-address", FLAGS_metrics_bind_address},
+                             std::pair{"healthz-bind-address", FLAGS_healthz_bind_address}}) {
+    if (value.empty()) continue;
+    if (auto hp = kpx::kpxd::ParseBindAddress(flag, value); !hp.ok()) KPXD_FAIL << hp.status().message();
+  }
 
   // Signals are read through a signalfd in the loop, never in a handler; they
   // are blocked before any thread starts so every thread inherits the mask.
