@@ -41,7 +41,8 @@ struct TraceLookups {
 // Lookups on the maps pinned under `pin_dir` (opened once, by path).
 absl::StatusOr<TraceLookups> PinnedTraceLookups(const std::string& pin_dir);
 
-// bpf_ktime_get_ns(): CLOCK_MONOTONIC in ns (affinity freshness).
+// kpx_now_ns() of the programs (bpf_ktime_get_coarse_ns = CLOCK_MONOTONIC_COARSE),
+// in ns: conntrack/affinity stamps are on this clock.
 uint64_t MonotonicNowNs();
 
 struct FlowTrace {
