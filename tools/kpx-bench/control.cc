@@ -374,6 +374,24 @@ absl::Status MeasurePeer(Context& ctx, const ControlOptions& o, const Scenario& 
   return absl::OkStatus();
 }
 
+// What an interrupted run (kpx-bench killed) left: its kpxbc<pid>-* netns
+// with kpxd still inside, pins under /sys/fs/bpf/kpxbc-<pid>, its work dir.
+// Only names of this subcommand whose kpx-bench is gone are touched.
+void RemoveStale(Context& ctx) {
+  CmdResult list = Sh("ip netns list | awk '{print $1}'", absl::Seconds(10));
+  for (absl::string_view ns : absl::StrSplit(list.output, '\n', absl::SkipEmpty())) {
+    int pid = 0;
+    char tag = 0;
+    if (std::sscanf(std::string(ns).c_str(), "kpxbc%d-%c", &pid, &tag) != 2 || pid <= 0) continue;
+    if (fs::exists(absl::StrCat("/proc/", pid))) continue;  // a live run
+    Sh(absl::StrCat("for p in $(ip netns pids ", ns, "); do kill -9 $p; done; ip netns del ", ns),
+       absl::Seconds(30));
+    fs::remove_all(absl::StrCat("/sys/fs/bpf/kpxbc-", pid));
+    fs::remove_all(fs::temp_directory_path() / absl::StrCat("kpxbc-", pid));
+    ctx.report->AddNote(absl::StrCat("control: removed ", ns, " left by an interrupted run"));
+  }
+}
+
 absl::Status RunControl(Context& ctx, const ControlOptions& opts) {
   if (geteuid() != 0) return absl::FailedPreconditionError("control needs root (netns, BPF, iptables)");
   ControlOptions o = opts;
@@ -389,6 +407,7 @@ absl::Status RunControl(Context& ctx, const ControlOptions& opts) {
   if (setrlimit(RLIMIT_NOFILE, &files) != 0) {
     ctx.report->AddNote("control: could not raise RLIMIT_NOFILE to 1048576; kpx-uring may fail at large S");
   }
+  RemoveStale(ctx);
   fs::path work = fs::temp_directory_path() / absl::StrCat("kpxbc-", getpid());
   fs::create_directories(work);
   Progress progress("control", static_cast<int>(o.services.size() * (o.dataplanes.size() + o.peers.size())));

@@ -72,24 +72,32 @@ absl::Status RunPeers(Context& ctx, const E2eOptions& o, const std::string& dp,
                                    absl::StrCat("KPXB_IPERF_SECS=", o.iperf_s),
                                    peers.string()};
   for (const auto& m : modes) argv.push_back(m);
-  // The lab's namespaces have fixed names (kpxb-*): one peers.sh at a time on
-  // a machine. Another run's lab is waited for (bounded), never removed.
-  absl::Time wait_until = absl::Now() + std::min(absl::Minutes(10), ctx.Remaining());
-  bool said = false;
-  while (Sh("ip netns list | grep -q '^kpxb-'", absl::Seconds(10)).rc == 0) {
-    if (absl::Now() >= wait_until) {
-      return absl::UnavailableError("peer lab busy: kpxb-* namespaces of another peers.sh run still exist "
-                                    "(if none is running: peers.sh cleanup)");
-    }
-    if (!said) std::fprintf(stderr, "[e2e] peer lab busy (kpxb-* namespaces exist): waiting up to %s\n",
-                            absl::FormatDuration(wait_until - absl::Now()).c_str());
-    said = true;
-    absl::SleepFor(absl::Seconds(2));
-  }
   absl::Duration bound = std::min(Bound(o, static_cast<int>(modes.size())), ctx.Remaining() + absl::Minutes(1));
   std::fprintf(stderr, "[e2e] %s (bound %s)\n", absl::StrJoin(argv, " ").c_str(),
                absl::FormatDuration(bound).c_str());
-  CmdResult r = RunCmd(argv, {.timeout = bound, .inherit_output = true});
+  // The lab's namespaces have fixed names (kpxb-*): one peers.sh at a time on
+  // a machine. Another run's lab is waited for (bounded), never removed; a
+  // run that lost the race to start (peers.sh refuses, writing nothing) waits
+  // again.
+  absl::Time wait_until = absl::Now() + std::min(absl::Minutes(15), ctx.Remaining());
+  auto busy = [] { return Sh("ip netns list | grep -q '^kpxb-'", absl::Seconds(10)).rc == 0; };
+  CmdResult r;
+  while (true) {
+    bool said = false;
+    while (busy()) {
+      if (absl::Now() >= wait_until) {
+        return absl::UnavailableError("peer lab busy: kpxb-* namespaces of another peers.sh run still exist "
+                                      "(if none is running: peers.sh cleanup)");
+      }
+      if (!said) std::fprintf(stderr, "[e2e] peer lab busy (kpxb-* namespaces exist): waiting up to %s\n",
+                              absl::FormatDuration(wait_until - absl::Now()).c_str());
+      said = true;
+      absl::SleepFor(absl::Seconds(2));
+    }
+    r = RunCmd(argv, {.timeout = bound, .inherit_output = true});
+    if (r.rc == 0 || r.timed_out || fs::exists(out / "results.jsonl") || !busy()) break;
+    std::fprintf(stderr, "[e2e] another peers.sh run took the lab first; waiting again\n");
+  }
   if (r.timed_out) {
     // SIGKILLed: its EXIT trap did not run; its kpxb-* namespaces are ours
     // (peers.sh refuses to start while any exist).
