@@ -147,8 +147,19 @@ absl::StatusOr<double> ThreadCpuSeconds(pid_t pid, const std::string& comm) {
 int RunBounded(const std::string& cmd, absl::Duration limit, const std::filesystem::path& log) {
   std::string full = absl::StrCat("timeout -k 5 ", absl::ToInt64Seconds(limit), " bash -c ", Quote(cmd),
                                   " >>", Quote(log.string()), " 2>&1");
-  int rc = std::system(full.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  // Not std::system(): it ignores SIGINT while the command runs, and a
+  // Ctrl-C then would be lost instead of ending the run (and its cleanup).
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/bash", "bash", "-c", full.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  if (pid < 0) return -1;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 std::string HealthLab::LabCmd(const std::string& args) const {
