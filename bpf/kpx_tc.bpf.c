@@ -40,7 +40,7 @@ int kpx_tc(struct __sk_buff *skb)
 	}
 	if (skb->vlan_present)
 		p.vlan = 1; /* tag held in skb metadata: no direct redirect */
-	lb4_decide(&p, &d);
+	lb4_decide(&p, 0, &d);
 	kpx_count(d.verdict);
 	kpx_count_svc(d.svc_id, skb->len, d.verdict);
 	switch (d.action) {
@@ -48,7 +48,7 @@ int kpx_tc(struct __sk_buff *skb)
 	case KPX_A_SNAT:
 		if (tc_nat4(skb, &p, &d))
 			return TC_ACT_SHOT;
-		return tc_fib_forward(skb, &p);
+		return tc_fib_forward(skb, &p, d.must_redirect);
 	case KPX_A_RST:
 		return tc_rst4(skb, &p);
 	case KPX_A_DROP:

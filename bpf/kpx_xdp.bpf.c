@@ -24,19 +24,25 @@ int kpx_xdp(struct xdp_md *ctx)
 		kpx_count(kpx_parse_verdict(rc));
 		return XDP_PASS;
 	}
-	lb4_decide(&p, &d);
+	/* Where tc sits behind XDP (the ingress device is not in
+	 * kpx_tx_ports), masqueraded flows and replies that get a node
+	 * address as their source are left to it: the stack would drop them
+	 * as martians after an XDP_PASS, XDP may redirect only into listed
+	 * devices, and tc can redirect into any. */
+	__u32 ifindex = ctx->ingress_ifindex;
+	int tc_behind = !bpf_map_lookup_elem(&kpx_tx_ports, &ifindex);
+
+	lb4_decide(&p, tc_behind, &d);
+	if (d.action == KPX_A_DEFER)
+		return XDP_PASS;
 	/* XDP_TX back into a veth whose peer has no XDP program and GRO off
 	 * drops the frame silently (the lab's client, most pods). Answer with
 	 * XDP_TX only where userspace listed the ingress device as safe in
 	 * kpx_tx_ports; elsewhere pass the packet, untouched and uncounted, to
 	 * the tc program kpxd attaches to the same interface, which answers
 	 * with bpf_redirect (no such restriction). */
-	if (d.action == KPX_A_RST) {
-		__u32 ifindex = ctx->ingress_ifindex;
-
-		if (!bpf_map_lookup_elem(&kpx_tx_ports, &ifindex))
-			return XDP_PASS;
-	}
+	if (d.action == KPX_A_RST && tc_behind)
+		return XDP_PASS;
 	kpx_count(d.verdict);
 	kpx_count_svc(d.svc_id, data_end - data, d.verdict);
 	switch (d.action) {

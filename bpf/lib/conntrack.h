@@ -1,8 +1,9 @@
 /* TCP connection tracking in the kpx_ct LRU map: two entries per flow. The
  * forward entry (client -> frontend) keeps a flow on its backend across
- * Maglev table changes; the reverse entry (backend -> client) tells the
- * reply path which frontend address to restore. No state machine: a flow
- * starts at a SYN and lives until the LRU evicts it. */
+ * Maglev table changes; the reverse entry (backend -> client, or -> the
+ * SNAT address:port when masqueraded) tells the reply path what to restore.
+ * A small state machine on FIN/RST: a closing flow expires after
+ * KPX_CT_CLOSING_NS instead of holding LRU slots until evicted. */
 #ifndef KPX_LIB_CONNTRACK_H
 #define KPX_LIB_CONNTRACK_H
 
@@ -12,6 +13,8 @@
 /* last_seen is written at most this often per entry: a store on every packet
  * would bounce the entry's cache line between CPUs for nothing. */
 #define KPX_CT_REFRESH_NS 1000000000ULL
+
+#define KPX_CT_F_BOTH_FINS (KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY)
 
 /* Key of the packet as it travels (forward lookups and reply lookups alike). */
 KPX_INLINE void ct4_key(const struct kpx_pkt *p, struct kpx_ct_key *k)
@@ -34,37 +37,180 @@ KPX_INLINE struct kpx_ct_entry *ct4_lookup(const struct kpx_pkt *p)
 	return bpf_map_lookup_elem(&kpx_ct, &k);
 }
 
+KPX_INLINE int ct4_closing(const struct kpx_ct_entry *e)
+{
+	return (e->flags & KPX_CT_F_RST) || (e->flags & KPX_CT_F_BOTH_FINS) == KPX_CT_F_BOTH_FINS;
+}
+
+/* Signed: another CPU may have stamped the entry a little after `now`. */
+KPX_INLINE int ct4_expired(const struct kpx_ct_entry *e, __u64 now)
+{
+	return ct4_closing(e) && (__s64)(now - e->last_seen_ns) > (__s64)KPX_CT_CLOSING_NS;
+}
+
 KPX_INLINE void ct4_touch(struct kpx_ct_entry *e, __u64 now)
 {
 	if (now - e->last_seen_ns > KPX_CT_REFRESH_NS)
 		e->last_seen_ns = now;
 }
 
+/* The reverse entry's key of a flow whose backend is addr:port. */
+KPX_INLINE void ct4_reverse_key(const struct kpx_ct_entry *e, __be32 be_addr, __be16 be_port,
+				__u8 proto, struct kpx_ct_key *k)
+{
+	int snat = e->flags & KPX_CT_F_SNAT;
+
+	k->saddr = be_addr;
+	k->sport = be_port;
+	k->daddr = snat ? e->snat_addr : e->client_addr;
+	k->dport = snat ? e->snat_port : e->client_port;
+	k->proto = proto;
+	k->pad[0] = 0;
+	k->pad[1] = 0;
+	k->pad[2] = 0;
+}
+
+KPX_INLINE void ct4_forward_key(const struct kpx_ct_entry *e, __u8 proto, struct kpx_ct_key *k)
+{
+	k->saddr = e->client_addr;
+	k->daddr = e->vip;
+	k->sport = e->client_port;
+	k->dport = e->vport;
+	k->proto = proto;
+	k->pad[0] = 0;
+	k->pad[1] = 0;
+	k->pad[2] = 0;
+}
+
+/* FIN/RST bookkeeping on both entries (e and the one under peer_key). The
+ * flag updates are plain stores: two CPUs closing the same flow at once may
+ * lose a bit, which only delays the close until the LRU or the other FIN. */
+KPX_INLINE void ct4_track_close(struct kpx_ct_entry *e, const struct kpx_ct_key *peer_key,
+				__u8 tcp_flags, __u8 fin_bit, __u64 now)
+{
+	struct kpx_ct_entry *pe;
+	__u8 add = 0;
+
+	if (tcp_flags & KPX_TCP_RST)
+		add |= KPX_CT_F_RST;
+	if (tcp_flags & KPX_TCP_FIN)
+		add |= fin_bit;
+	if (!add || (e->flags & add) == add)
+		return;
+	pe = bpf_map_lookup_elem(&kpx_ct, peer_key);
+	e->flags |= add;
+	if (pe)
+		pe->flags |= add;
+	if (ct4_closing(e)) {
+		/* The closing lifetime runs from here. */
+		e->last_seen_ns = now;
+		if (pe)
+			pe->last_seen_ns = now;
+	}
+}
+
+KPX_INLINE void ct4_entry_init(struct kpx_ct_entry *e, const struct kpx_pkt *p, __u32 be_id,
+			       __u32 svc_id, __u8 flags, __u64 now)
+{
+	__builtin_memset(e, 0, sizeof(*e));
+	e->last_seen_ns = now;
+	e->backend_id = be_id;
+	e->svc_id = svc_id;
+	e->vip = p->daddr;
+	e->vport = p->dport;
+	e->flags = flags;
+	e->client_addr = p->saddr;
+	e->client_port = p->sport;
+}
+
 /* Records a new flow p -> backend be (id be_id) of service svc_id, both
- * directions. Failure (map full of unevictable entries) is not fatal: the
- * packet is still forwarded; its flow will simply be re-picked. */
+ * directions, without masquerade. Failure (map full of unevictable entries)
+ * is not fatal: the packet is still forwarded; its flow will be re-picked. */
 KPX_INLINE void ct4_create(const struct kpx_pkt *p, const struct kpx_backend *be,
-			   __u32 be_id, __u32 svc_id, __u64 now)
+			   __u32 be_id, __u32 svc_id, __u8 flags, __u64 now)
 {
 	struct kpx_ct_key k;
-	struct kpx_ct_entry e = {
-		.last_seen_ns = now,
-		.backend_id = be_id,
-		.svc_id = svc_id,
-		.vip = p->daddr,
-		.vport = p->dport,
-		.flags = 0,
-	};
+	struct kpx_ct_entry e;
 
+	ct4_entry_init(&e, p, be_id, svc_id, flags, now);
 	ct4_key(p, &k);
 	bpf_map_update_elem(&kpx_ct, &k, &e, BPF_ANY);
 
-	k.saddr = be->addr;
-	k.sport = be->port;
-	k.daddr = p->saddr;
-	k.dport = p->sport;
-	e.flags = KPX_CT_F_REPLY;
+	ct4_reverse_key(&e, be->addr, be->port, p->proto, &k);
+	e.flags = flags | KPX_CT_F_REPLY;
 	bpf_map_update_elem(&kpx_ct, &k, &e, BPF_ANY);
+}
+
+struct ct4_snat_probe {
+	struct kpx_ct_key k;
+	struct kpx_ct_entry e;
+	__u64 now;
+	__u32 off;
+	__u32 range;
+	__u16 port_min;
+	__u8 found;
+	__u8 pad[5];
+};
+
+/* One port of the search (a bpf_loop callback: the verifier checks it
+ * once, not once per iteration). 1 stops the loop. */
+static long ct4_snat_try(__u32 i, void *data)
+{
+	struct ct4_snat_probe *c = data;
+	struct kpx_ct_entry *old;
+
+	c->k.dport = bpf_htons((__u16)(c->port_min + c->off));
+	c->e.snat_port = c->k.dport;
+	if (bpf_map_update_elem(&kpx_ct, &c->k, &c->e, BPF_NOEXIST) == 0) {
+		c->found = 1;
+		return 1;
+	}
+	old = bpf_map_lookup_elem(&kpx_ct, &c->k);
+	if (old && ct4_expired(old, c->now) &&
+	    bpf_map_update_elem(&kpx_ct, &c->k, &c->e, BPF_EXIST) == 0) {
+		c->found = 1;
+		return 1;
+	}
+	if (++c->off >= c->range)
+		c->off = 0;
+	return 0;
+}
+
+/* As ct4_create, masqueraded to snat_addr: picks a free source port in
+ * [port_min, port_max] (host order) by creating the reverse entry with
+ * BPF_NOEXIST from a random start, probing linearly at most
+ * KPX_SNAT_PROBES ports; an expired closing entry's port is reused. 0 and
+ * *port_out (network order) on success, -1 when no port was free. */
+KPX_INLINE int ct4_create_snat(const struct kpx_pkt *p, const struct kpx_backend *be,
+			       __u32 be_id, __u32 svc_id, __u8 flags, __be32 snat_addr,
+			       __u16 port_min, __u16 port_max, __u64 now, __be16 *port_out)
+{
+	struct ct4_snat_probe c;
+
+	if (!port_min || port_max < port_min) {
+		port_min = KPX_SNAT_PORT_MIN_DEFAULT;
+		port_max = KPX_SNAT_PORT_MAX_DEFAULT;
+	}
+	__builtin_memset(&c, 0, sizeof(c));
+	c.range = (__u32)port_max - port_min + 1;
+	c.off = bpf_get_prandom_u32() % c.range;
+	c.port_min = port_min;
+	c.now = now;
+	ct4_entry_init(&c.e, p, be_id, svc_id, flags | KPX_CT_F_SNAT | KPX_CT_F_REPLY, now);
+	c.e.snat_addr = snat_addr;
+	c.k.saddr = be->addr;
+	c.k.sport = be->port;
+	c.k.daddr = snat_addr;
+	c.k.proto = p->proto;
+	bpf_loop(KPX_SNAT_PROBES, ct4_snat_try, &c, 0);
+	if (!c.found)
+		return -1;
+
+	c.e.flags &= ~KPX_CT_F_REPLY;
+	ct4_key(p, &c.k);
+	bpf_map_update_elem(&kpx_ct, &c.k, &c.e, BPF_ANY);
+	*port_out = c.e.snat_port;
+	return 0;
 }
 
 #endif /* KPX_LIB_CONNTRACK_H */

@@ -17,10 +17,11 @@
 
 enum kpx_action {
 	KPX_A_PASS = 0, /* leave the packet alone */
-	KPX_A_DNAT,     /* destination := addr:port (client -> backend) */
-	KPX_A_SNAT,     /* source := addr:port (backend reply -> client) */
+	KPX_A_DNAT,     /* destination := addr:port (client -> backend); nat2: source := addr2:port2 */
+	KPX_A_SNAT,     /* source := addr:port (backend reply -> client); nat2: destination := addr2:port2 */
 	KPX_A_RST,      /* answer with a TCP RST */
 	KPX_A_DROP,     /* silently drop (a RST towards a dead backend) */
+	KPX_A_DEFER,    /* XDP only: leave it, untouched and uncounted, to tc behind */
 };
 
 struct kpx_decision {
@@ -28,7 +29,12 @@ struct kpx_decision {
 	__u32 verdict; /* enum kpx_verdict to count */
 	__u32 svc_id;  /* 0 when the packet belongs to no service */
 	__be32 addr;
+	__be32 addr2;
 	__be16 port;
+	__be16 port2;
+	__u8 nat2;          /* the other address:port is rewritten too (masquerade) */
+	__u8 must_redirect; /* after NAT the source is a node address: the stack
+			     * would drop it as a martian, so it must be redirected */
 	__u16 pad;
 };
 
@@ -142,23 +148,84 @@ KPX_INLINE void lb4_set_nat(struct kpx_decision *d, __u32 action, __u32 verdict,
 	d->port = port;
 }
 
-/* A packet to frontend svc. */
-KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc,
-			    struct kpx_decision *d)
+KPX_INLINE struct kpx_config *lb4_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&kpx_config, &zero);
+}
+
+/* Whether a new flow from saddr to svc is masqueraded (abi.h, kpx_config):
+ * kube-proxy's rules, minus hairpin, which needs the backend. */
+KPX_INLINE int lb4_masq(__be32 saddr, const struct kpx_svc *svc, const struct kpx_config *cfg)
+{
+	int off_cluster;
+
+	if (!cfg || !cfg->snat_addr)
+		return 0;
+	off_cluster = !cfg->cluster_prefix || (saddr & cfg->cluster_mask) != cfg->cluster_cidr;
+	if (svc->flags & KPX_SVC_F_EXTERNAL)
+		return !(svc->flags & KPX_SVC_F_LOCAL) && off_cluster;
+	return cfg->cluster_prefix && off_cluster;
+}
+
+/* A packet to frontend svc. local_vip: it came in through a NodePort (its
+ * destination is a node address). defer_masq: XDP with tc behind it, which
+ * leaves masqueraded flows to tc (their packets must be redirected, and tc
+ * can redirect into any device) before any state is written. */
+KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, int local_vip,
+			    int defer_masq, struct kpx_decision *d)
 {
 	__u8 flags = p->tcp_flags;
 	int syn = (flags & (KPX_TCP_SYN | KPX_TCP_ACK | KPX_TCP_RST)) == KPX_TCP_SYN;
 	__u64 now = kpx_now_ns();
 	struct kpx_ct_entry *e = ct4_lookup(p);
+	struct kpx_config *cfg;
 	struct kpx_backend *be;
+	struct kpx_ct_key rk;
+	__u8 ct_flags = 0;
+	__be16 snat_port;
+	int masq;
 	__u32 id;
 
+	if (e && ct4_closing(e) && (syn || ct4_expired(e, now))) {
+		/* A closed flow: anything but a SYN after its closing lifetime
+		 * is not ours; a SYN is a new connection on a reused 5-tuple
+		 * and picks afresh. Its old reverse entry goes (it may hold a
+		 * SNAT port). */
+		if (!syn)
+			return;
+		if (defer_masq && (e->flags & KPX_CT_F_SNAT)) {
+			d->action = KPX_A_DEFER;
+			return;
+		}
+		be = lb4_backend(e->backend_id);
+		if (be) {
+			ct4_reverse_key(e, be->addr, be->port, p->proto, &rk);
+			bpf_map_delete_elem(&kpx_ct, &rk);
+		}
+		e = 0;
+	}
 	if (e) {
 		be = lb4_backend(e->backend_id);
 		d->svc_id = e->svc_id;
 		if (be) {
+			if (defer_masq && (e->flags & KPX_CT_F_SNAT)) {
+				d->action = KPX_A_DEFER;
+				return;
+			}
 			ct4_touch(e, now);
+			if (flags & (KPX_TCP_FIN | KPX_TCP_RST)) {
+				ct4_reverse_key(e, be->addr, be->port, p->proto, &rk);
+				ct4_track_close(e, &rk, flags, KPX_CT_F_FIN_FWD, now);
+			}
 			lb4_set_nat(d, KPX_A_DNAT, KPX_V_CT_HIT, be->addr, be->port);
+			if (e->flags & KPX_CT_F_SNAT) {
+				d->nat2 = 1;
+				d->must_redirect = 1;
+				d->addr2 = e->snat_addr;
+				d->port2 = e->snat_port;
+			}
 			return;
 		}
 		if (!syn) {
@@ -181,6 +248,12 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc,
 		d->verdict = KPX_V_NO_BACKEND;
 		return;
 	}
+	cfg = lb4_config();
+	masq = lb4_masq(p->saddr, svc, cfg);
+	if (masq && defer_masq) {
+		d->action = KPX_A_DEFER;
+		return;
+	}
 	id = lb4_pick(p, svc, now);
 	be = lb4_backend(id);
 	if (!be) {
@@ -188,51 +261,86 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc,
 		d->verdict = KPX_V_NO_BACKEND;
 		return;
 	}
-	ct4_create(p, be, id, svc->id, now);
+	/* Hairpin: a pod reaching itself through the frontend would see its
+	 * own address as the source and answer itself directly. */
+	if (!masq && cfg && cfg->snat_addr && be->addr == p->saddr) {
+		if (defer_masq) {
+			d->action = KPX_A_DEFER;
+			return;
+		}
+		masq = 1;
+	}
+	if (local_vip || ((svc->flags & KPX_SVC_F_EXTERNAL) && lb4_is_node_addr(p->daddr)))
+		ct_flags |= KPX_CT_F_LOCAL_VIP;
 	lb4_set_nat(d, KPX_A_DNAT, KPX_V_NEW_FLOW, be->addr, be->port);
+	if (!masq) {
+		ct4_create(p, be, id, svc->id, ct_flags, now);
+		return;
+	}
+	if (ct4_create_snat(p, be, id, svc->id, ct_flags, cfg->snat_addr, cfg->snat_port_min,
+			    cfg->snat_port_max, now, &snat_port)) {
+		d->action = KPX_A_RST;
+		d->verdict = KPX_V_SNAT_NO_PORT;
+		return;
+	}
+	d->nat2 = 1;
+	d->must_redirect = 1;
+	d->addr2 = cfg->snat_addr;
+	d->port2 = snat_port;
 }
 
 /* A reply from a backend (reverse conntrack entry), or 0. */
-KPX_INLINE int lb4_reply(const struct kpx_pkt *p, struct kpx_decision *d)
+KPX_INLINE int lb4_reply(const struct kpx_pkt *p, int defer_masq, struct kpx_decision *d)
 {
 	struct kpx_ct_entry *e = ct4_lookup(p);
+	__u64 now;
 
 	if (!e || !(e->flags & KPX_CT_F_REPLY))
 		return 0;
-	ct4_touch(e, kpx_now_ns());
-	if (!(e->flags & KPX_CT_F_SEEN_REPLY)) {
-		/* First reply: mark both entries once (the forward one tells
-		 * userspace this backend answered). */
-		struct kpx_ct_key fk = {
-			.saddr = p->daddr,
-			.daddr = e->vip,
-			.sport = p->dport,
-			.dport = e->vport,
-			.proto = p->proto,
-		};
-		struct kpx_ct_entry *fe = bpf_map_lookup_elem(&kpx_ct, &fk);
+	now = kpx_now_ns();
+	if (ct4_expired(e, now))
+		return 0;
+	if (defer_masq && (e->flags & (KPX_CT_F_SNAT | KPX_CT_F_LOCAL_VIP))) {
+		d->action = KPX_A_DEFER;
+		return 1;
+	}
+	ct4_touch(e, now);
+	if (!(e->flags & KPX_CT_F_SEEN_REPLY) || (p->tcp_flags & (KPX_TCP_FIN | KPX_TCP_RST))) {
+		struct kpx_ct_key fk;
 
-		e->flags |= KPX_CT_F_SEEN_REPLY;
-		if (fe)
-			fe->flags |= KPX_CT_F_SEEN_REPLY;
+		ct4_forward_key(e, p->proto, &fk);
+		if (!(e->flags & KPX_CT_F_SEEN_REPLY)) {
+			/* First reply: mark both entries once (the forward
+			 * one tells userspace this backend answered). */
+			struct kpx_ct_entry *fe = bpf_map_lookup_elem(&kpx_ct, &fk);
+
+			e->flags |= KPX_CT_F_SEEN_REPLY;
+			if (fe)
+				fe->flags |= KPX_CT_F_SEEN_REPLY;
+		}
+		ct4_track_close(e, &fk, p->tcp_flags, KPX_CT_F_FIN_REPLY, now);
 	}
 	d->svc_id = e->svc_id;
 	lb4_set_nat(d, KPX_A_SNAT, KPX_V_REPLY, e->vip, e->vport);
+	if (e->flags & KPX_CT_F_SNAT) {
+		d->nat2 = 1;
+		d->addr2 = e->client_addr;
+		d->port2 = e->client_port;
+	}
+	d->must_redirect = (e->flags & (KPX_CT_F_SNAT | KPX_CT_F_LOCAL_VIP)) != 0;
 	return 1;
 }
 
 /* Frontend lookup, then reply lookup, then NodePorts (addr 0) for packets to
  * this node's own addresses. Only TCP for now: UDP frontends pass. */
-KPX_INLINE void lb4_decide(const struct kpx_pkt *p, struct kpx_decision *d)
+KPX_INLINE void lb4_decide(const struct kpx_pkt *p, int defer_masq, struct kpx_decision *d)
 {
 	struct kpx_svc *svc;
+	int local_vip = 0;
 
+	__builtin_memset(d, 0, sizeof(*d));
 	d->action = KPX_A_PASS;
 	d->verdict = KPX_V_PASS_NON_SERVICE;
-	d->svc_id = 0;
-	d->addr = 0;
-	d->port = 0;
-	d->pad = 0;
 	/* l4 is tested too so the verifier, which cannot tie p->proto to the
 	 * parse branch that set p->l4, sees a TCP header on every path on. */
 	if (p->proto != IPPROTO_TCP || !p->l4)
@@ -241,15 +349,16 @@ KPX_INLINE void lb4_decide(const struct kpx_pkt *p, struct kpx_decision *d)
 	if (!svc) {
 		/* Replies first: a reply to a client on this node must not be
 		 * mistaken for a NodePort by its destination port. */
-		if (lb4_reply(p, d))
+		if (lb4_reply(p, defer_masq, d))
 			return;
 		if (!lb4_is_node_addr(p->daddr))
 			return;
 		svc = lb4_lookup_service(0, p->dport, IPPROTO_TCP);
 		if (!svc)
 			return;
+		local_vip = 1;
 	}
-	lb4_forward(p, svc, d);
+	lb4_forward(p, svc, local_vip, defer_masq, d);
 }
 
 #endif /* KPX_LIB_LB_H */

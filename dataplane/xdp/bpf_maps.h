@@ -88,6 +88,8 @@ class BpfMaps {
   // while the programs run: LRU evictions and new flows may race with it.
   virtual absl::Status ForEachConntrack(
       absl::FunctionRef<bool(const kpx_ct_key&, const kpx_ct_entry&)> fn) const = 0;
+  // Deleting an absent entry is OK (the LRU or the programs may beat us).
+  virtual absl::Status DeleteConntrack(const kpx_ct_key& key) = 0;
 };
 
 // Field-wise comparison of ABI structs (they have explicit padding and kpx

@@ -230,6 +230,12 @@ void FakeBpfMaps::SetVerdict(kpx_verdict verdict, uint64_t value) {
   verdicts_[verdict] = value;
 }
 
+absl::Status FakeBpfMaps::DeleteConntrack(const kpx_ct_key& key) {
+  absl::MutexLock lock(&mu_);
+  std::erase_if(ct_, [&](const auto& kv) { return SameBytes(kv.first, key); });
+  return absl::OkStatus();
+}
+
 void FakeBpfMaps::AddConntrack(const kpx_ct_key& key, const kpx_ct_entry& entry) {
   absl::MutexLock lock(&mu_);
   ct_.emplace_back(key, entry);

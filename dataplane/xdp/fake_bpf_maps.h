@@ -42,6 +42,7 @@ class FakeBpfMaps final : public BpfMaps {
   absl::StatusOr<VerdictCounters> ReadVerdictStats() const override;
   absl::Status ForEachConntrack(
       absl::FunctionRef<bool(const kpx_ct_key&, const kpx_ct_entry&)> fn) const override;
+  absl::Status DeleteConntrack(const kpx_ct_key& key) override;
 
   // Writes so far, oldest first, e.g. "UpdateService 10.96.0.1:80/6 id=1
   // n=2 m=251", "ReplaceMaglev 1 m=251", "UpdateBackend 3 10.0.0.1:80",

@@ -414,4 +414,11 @@ absl::Status LibbpfMaps::ForEachConntrack(
                  });
 }
 
+absl::Status LibbpfMaps::DeleteConntrack(const kpx_ct_key& key) {
+  if (int err = bpf_map_delete_elem(ct_.get(), &key); err < 0 && -err != ENOENT) {
+    return Errno(-err, "deleting from kpx_ct");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace kpx::xdp

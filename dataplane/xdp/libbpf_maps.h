@@ -46,6 +46,7 @@ class LibbpfMaps final : public BpfMaps {
   absl::StatusOr<VerdictCounters> ReadVerdictStats() const override;
   absl::Status ForEachConntrack(
       absl::FunctionRef<bool(const kpx_ct_key&, const kpx_ct_entry&)> fn) const override;
+  absl::Status DeleteConntrack(const kpx_ct_key& key) override;
 
  private:
   LibbpfMaps() = default;

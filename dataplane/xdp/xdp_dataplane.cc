@@ -2,8 +2,10 @@
 // Dataplane calls on top of MapWriter. See xdp_dataplane.h for lifetimes.
 #include "dataplane/xdp/xdp_dataplane.h"
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "controller/base/status_macros.h"
 #include "dataplane/xdp/libbpf_maps.h"
+#include "dataplane/xdp/pin_layout.h"
 #include "glog/logging.h"
 
 namespace kpx::xdp {
@@ -59,6 +62,9 @@ absl::StatusOr<std::unique_ptr<XdpDataplane>> XdpDataplane::Create(XdpOptions op
     return absl::InvalidArgumentError(absl::StrCat("Maglev table size ", options.maglev_max_m,
                                                    " is out of range (2..", KPX_MAGLEV_M_MAX, ")"));
   }
+  // Before anything is loaded: libbpf would otherwise fail on the first
+  // pinned map of another layout with a less helpful message.
+  KPX_RETURN_IF_ERROR(CheckPinnedLayout(options.pin_dir));
   KPX_ASSIGN_OR_RETURN(std::vector<NetInterface> ifaces, ListInterfaces());
   std::unique_ptr<XdpDataplane> dp(new XdpDataplane());
   if (options.xdp_interfaces.has_value()) {
@@ -94,6 +100,11 @@ absl::StatusOr<std::unique_ptr<XdpDataplane>> XdpDataplane::Create(XdpOptions op
   }
   KPX_RETURN_IF_ERROR(dp->Configure(ifaces));
   KPX_RETURN_IF_ERROR(dp->Attach(ifaces));
+  if (dp->options_.watch_veths) {
+    // Subscribes, then lists: a veth that appeared since ListInterfaces()
+    // is reported too.
+    KPX_ASSIGN_OR_RETURN(dp->watcher_, LinkWatcher::Start([p = dp.get()](const LinkEvent& ev) { p->OnLink(ev); }));
+  }
   return dp;
 }
 
@@ -142,8 +153,13 @@ absl::Status XdpDataplane::Configure(const std::vector<NetInterface>& ifaces) {
   config.abi_version = KPX_ABI_VERSION;
   Ipv4 snat = options_.snat_address.value_or(node_addresses_.empty() ? Ipv4() : node_addresses_.front());
   config.snat_addr = snat.be();
-  config.cluster_cidr = options_.cluster_cidr.addr.be();
-  config.cluster_prefix = static_cast<uint32_t>(options_.cluster_cidr.prefix);
+  const int prefix = options_.cluster_cidr.prefix;
+  const uint32_t mask = prefix <= 0 ? 0 : htonl(prefix >= 32 ? ~0u : ~0u << (32 - prefix));
+  config.cluster_mask = mask;
+  config.cluster_cidr = options_.cluster_cidr.addr.be() & mask;
+  config.cluster_prefix = static_cast<uint32_t>(prefix);
+  config.snat_port_min = options_.snat_port_min;
+  config.snat_port_max = options_.snat_port_max;
   if (!SameBytes(old, config)) KPX_RETURN_IF_ERROR(maps_->WriteConfig(config));
 
   std::vector<int> want_ports;
@@ -224,10 +240,40 @@ absl::Status XdpDataplane::Prune(const controller::ServiceTable& desired) {
   return first;
 }
 
+absl::StatusOr<ConntrackCensus> XdpDataplane::WalkConntrack() const {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+  const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+  ConntrackCensus c;
+  std::vector<kpx_ct_key> expired;
+  KPX_RETURN_IF_ERROR(maps_->ForEachConntrack([&](const kpx_ct_key& k, const kpx_ct_entry& e) {
+    ++c.entries;
+    const bool closing = (e.flags & KPX_CT_F_RST) != 0 ||
+                         (e.flags & (KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY)) == (KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY);
+    if (closing && static_cast<int64_t>(now - e.last_seen_ns) > static_cast<int64_t>(KPX_CT_CLOSING_NS)) {
+      if (expired.size() < kMaxCensusDeletes) expired.push_back(k);
+      return true;
+    }
+    if (e.flags & KPX_CT_F_REPLY) return true;
+    if (closing) {
+      ++c.closing;
+    } else {
+      ++c.active[(uint64_t{e.svc_id} << 32) | e.backend_id];
+    }
+    return true;
+  }));
+  for (const kpx_ct_key& k : expired) {
+    KPX_RETURN_IF_ERROR(maps_->DeleteConntrack(k));
+    ++c.deleted;
+  }
+  return c;
+}
+
 dataplane::DataplaneStats XdpDataplane::Stats() const {
   struct Snapshot {
     MapWriter::FrontendInfo info;
     std::vector<std::pair<Ipv4, uint16_t>> backends;
+    std::vector<uint32_t> backend_ids;
   };
   std::vector<Snapshot> snap;
   {
@@ -235,10 +281,27 @@ dataplane::DataplaneStats XdpDataplane::Stats() const {
     for (MapWriter::FrontendInfo& f : writer_->Frontends()) {
       Snapshot s{std::move(f), {}};
       for (uint32_t id : s.info.backend_ids) {
-        if (auto addr = writer_->BackendAddress(id)) s.backends.push_back(*addr);
+        if (auto addr = writer_->BackendAddress(id)) {
+          s.backends.push_back(*addr);
+          s.backend_ids.push_back(id);
+        }
       }
       snap.push_back(std::move(s));
     }
+  }
+  ConntrackCensus census;
+  {
+    absl::MutexLock lock(&census_mu_);
+    if (absl::Now() - census_at_ >= kCensusInterval) {
+      absl::StatusOr<ConntrackCensus> c = WalkConntrack();
+      if (c.ok()) {
+        census_ = std::move(*c);
+      } else {
+        LOG_EVERY_N(WARNING, 100) << "xdp: conntrack walk: " << c.status();
+      }
+      census_at_ = absl::Now();  // a failing walk is not retried on every call either
+    }
+    census = census_;
   }
   dataplane::DataplaneStats out;
   for (const Snapshot& s : snap) {
@@ -251,10 +314,13 @@ dataplane::DataplaneStats XdpDataplane::Stats() const {
     } else {
       LOG_EVERY_N(WARNING, 100) << "xdp: stats of " << f.frontend.String() << ": " << st.status();
     }
-    for (const auto& [ip, port] : s.backends) {
+    for (size_t i = 0; i < s.backends.size(); ++i) {
       dataplane::BackendStats b;
-      b.ip = ip;
-      b.port = port;
+      b.ip = s.backends[i].first;
+      b.port = s.backends[i].second;
+      auto it = census.active.find((uint64_t{s.info.value.id} << 32) | s.backend_ids[i]);
+      if (it != census.active.end()) b.active = it->second;
+      f.active += b.active;
       f.backends.push_back(b);
     }
     out.frontends.push_back(std::move(f));
@@ -300,6 +366,8 @@ const char* XdpDataplane::VerdictName(int verdict) {
       return "malformed";
     case KPX_V_FRAGMENT:
       return "fragment";
+    case KPX_V_SNAT_NO_PORT:
+      return "snat_no_port";
     default:
       return "unknown";
   }
@@ -313,7 +381,9 @@ absl::StatusOr<std::vector<std::pair<controller::FrontendKey, uint64_t>>> XdpDat
   }
   absl::flat_hash_map<uint32_t, uint64_t> counts;
   KPX_RETURN_IF_ERROR(maps_->ForEachConntrack([&](const kpx_ct_key&, const kpx_ct_entry& e) {
-    if ((e.flags & KPX_CT_F_REPLY) == 0) ++counts[e.svc_id];
+    const bool closing = (e.flags & KPX_CT_F_RST) != 0 ||
+                         (e.flags & (KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY)) == (KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY);
+    if ((e.flags & KPX_CT_F_REPLY) == 0 && !closing) ++counts[e.svc_id];
     return true;
   }));
   std::vector<std::pair<controller::FrontendKey, uint64_t>> out;
@@ -322,6 +392,35 @@ absl::StatusOr<std::vector<std::pair<controller::FrontendKey, uint64_t>>> XdpDat
     out.emplace_back(fk, it == counts.end() ? 0 : it->second);
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return out;
+}
+
+void XdpDataplane::OnLink(const LinkEvent& ev) {
+  if (ev.kind != "veth") return;
+  if (std::find(xdp_ifnames_.begin(), xdp_ifnames_.end(), ev.name) != xdp_ifnames_.end()) return;
+  absl::MutexLock lock(&veths_mu_);
+  if (!ev.added) {
+    if (veths_.erase(ev.ifindex) > 0) LOG(INFO) << "xdp: veth " << ev.name << " is gone (its tc filter with it)";
+    return;
+  }
+  auto it = veths_.find(ev.ifindex);
+  if (it != veths_.end() && it->second == ev.name) return;  // a state change of a known veth
+  // Explicitly listed ones were attached by Create(); attaching again
+  // replaces the filter in place, so no special case.
+  if (absl::Status s = AttachTc(programs_->tc_prog_fd(), ev.name, ev.ifindex); !s.ok()) {
+    // The veth may already be gone again (pod deleted at once).
+    LOG(WARNING) << "xdp: attaching tc to new veth " << ev.name << ": " << s;
+    return;
+  }
+  veths_[ev.ifindex] = ev.name;
+  LOG(INFO) << "xdp: tc attached to new veth " << ev.name << " (ifindex " << ev.ifindex << ")";
+}
+
+std::vector<std::string> XdpDataplane::WatchedVeths() const {
+  absl::MutexLock lock(&veths_mu_);
+  std::vector<std::string> out;
+  for (const auto& [ifindex, name] : veths_) out.push_back(name);
+  std::sort(out.begin(), out.end());
   return out;
 }
 

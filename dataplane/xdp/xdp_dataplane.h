@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -19,6 +20,7 @@
 #include "dataplane/xdp/bpf_loader.h"
 #include "dataplane/xdp/bpf_maps.h"
 #include "dataplane/xdp/interfaces.h"
+#include "dataplane/xdp/link_watcher.h"
 #include "dataplane/xdp/map_writer.h"
 
 namespace kpx::xdp {
@@ -35,6 +37,10 @@ struct XdpOptions {
   // also attached behind XDP on every XDP interface not in
   // redirect_interfaces: XDP hands it the RSTs it may not send itself.
   std::vector<std::string> tc_interfaces;
+  // Also attach tc to every veth that appears while running (pod veths),
+  // following rtnetlink link events; veths in xdp_interfaces are left out.
+  // kpxd turns this on when --tc-interfaces is not given.
+  bool watch_veths = false;
   // kpx_tx_ports: interfaces a NATed packet may be XDP_REDIRECTed into, and
   // XDP interfaces where a RST may leave with XDP_TX. Empty (default): every
   // packet goes back to the stack after NAT and tc sends the RSTs. A veth
@@ -49,11 +55,26 @@ struct XdpOptions {
   // Masquerade address for external clients. nullopt: the first node
   // address; 0.0.0.0: never masquerade.
   std::optional<Ipv4> snat_address;
-  // Pod CIDR: sources outside it are external (masquerade candidates).
+  // Pod CIDR: sources outside it are external (masquerade candidates; the
+  // rules are in bpf/include/kpx/abi.h at struct kpx_config).
   Ipv4Cidr cluster_cidr;
+  // Source ports of masqueraded flows (inclusive), kept out of the node's
+  // own ip_local_port_range.
+  uint16_t snat_port_min = KPX_SNAT_PORT_MIN_DEFAULT;
+  uint16_t snat_port_max = KPX_SNAT_PORT_MAX_DEFAULT;
   absl::Duration id_quarantine = absl::Minutes(10);
   // Sizes of maps created by this process (pinned maps keep theirs).
   MapSizes map_sizes;
+};
+
+// One walk over kpx_ct (XdpDataplane::WalkConntrack).
+struct ConntrackCensus {
+  // Open flows (forward entries neither closing nor expired) per
+  // (svc_id << 32 | backend_id).
+  absl::flat_hash_map<uint64_t, uint64_t> active;
+  uint64_t entries = 0;  // both directions
+  uint64_t closing = 0;  // forward entries after a RST or both FINs
+  uint64_t deleted = 0;  // expired closing entries removed by this walk
 };
 
 // Counters of one frontend, from kpx_svc_stats (summed over CPUs).
@@ -94,9 +115,16 @@ class XdpDataplane final : public dataplane::Dataplane {
   std::string_view Name() const override { return "xdp"; }
   // Thread-safe. Idempotent per operation; see MapWriter::Apply.
   absl::Status Apply(const controller::TableDiff& diff) override;
-  // Per frontend: total = new flows, rejected = SYNs answered with RST.
-  // `active` is not tracked per frontend here (see ActiveFlows()).
+  // Per frontend: total = new flows, rejected = SYNs answered with RST;
+  // active (per frontend and per backend) = open flows, from a conntrack
+  // walk at most every kCensusInterval (cached in between).
   dataplane::DataplaneStats Stats() const override;
+  static constexpr absl::Duration kCensusInterval = absl::Seconds(1);
+  // Walks kpx_ct once (batched reads): counts open flows and deletes closing
+  // entries past KPX_CT_CLOSING_NS (at most kMaxCensusDeletes per walk), so
+  // closed flows do not hold LRU slots until evicted.
+  absl::StatusOr<ConntrackCensus> WalkConntrack() const;
+  static constexpr uint64_t kMaxCensusDeletes = 65536;
   // Removes adopted frontends/backends/tables not in `desired`, and detaches
   // XDP links pinned for interfaces no longer in the XDP interface list.
   absl::Status Prune(const controller::ServiceTable& desired) override;
@@ -114,6 +142,9 @@ class XdpDataplane final : public dataplane::Dataplane {
   absl::Status AttachTcInterface(const std::string& ifname);
   absl::Status DetachTcInterface(const std::string& ifname);
 
+  // Veths the watcher attached tc to and that still exist (watch_veths).
+  std::vector<std::string> WatchedVeths() const;
+
   const std::vector<XdpAttachment>& xdp_attachments() const { return xdp_attachments_; }
   const std::vector<Ipv4>& node_addresses() const { return node_addresses_; }
   // What Create() found in the pinned maps.
@@ -125,6 +156,7 @@ class XdpDataplane final : public dataplane::Dataplane {
   XdpDataplane() = default;
   absl::Status Configure(const std::vector<NetInterface>& ifaces);
   absl::Status Attach(const std::vector<NetInterface>& ifaces);
+  void OnLink(const LinkEvent& ev);
 
   XdpOptions options_;
   std::unique_ptr<BpfPrograms> programs_;  // null for CreateOnMaps
@@ -136,6 +168,15 @@ class XdpDataplane final : public dataplane::Dataplane {
 
   mutable absl::Mutex mu_;
   std::unique_ptr<MapWriter> writer_ ABSL_GUARDED_BY(mu_);
+
+  mutable absl::Mutex census_mu_;  // never held with mu_
+  mutable ConntrackCensus census_ ABSL_GUARDED_BY(census_mu_);
+  mutable absl::Time census_at_ ABSL_GUARDED_BY(census_mu_) = absl::InfinitePast();
+
+  mutable absl::Mutex veths_mu_;
+  absl::flat_hash_map<int, std::string> veths_ ABSL_GUARDED_BY(veths_mu_);  // ifindex -> name
+  // Last member: destroyed (its thread joined) before anything OnLink uses.
+  std::unique_ptr<LinkWatcher> watcher_;
 };
 
 }  // namespace kpx::xdp

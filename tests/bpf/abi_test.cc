@@ -45,7 +45,7 @@ static_assert(offsetof(kpx_ct_key, dport) == 10);
 static_assert(offsetof(kpx_ct_key, proto) == 12);
 static_assert(offsetof(kpx_ct_key, pad) == 13);
 
-static_assert(sizeof(kpx_ct_entry) == 24);
+static_assert(sizeof(kpx_ct_entry) == 40);
 static_assert(offsetof(kpx_ct_entry, last_seen_ns) == 0);
 static_assert(offsetof(kpx_ct_entry, backend_id) == 8);
 static_assert(offsetof(kpx_ct_entry, svc_id) == 12);
@@ -53,6 +53,11 @@ static_assert(offsetof(kpx_ct_entry, vip) == 16);
 static_assert(offsetof(kpx_ct_entry, vport) == 20);
 static_assert(offsetof(kpx_ct_entry, flags) == 22);
 static_assert(offsetof(kpx_ct_entry, pad) == 23);
+static_assert(offsetof(kpx_ct_entry, client_addr) == 24);
+static_assert(offsetof(kpx_ct_entry, snat_addr) == 28);
+static_assert(offsetof(kpx_ct_entry, client_port) == 32);
+static_assert(offsetof(kpx_ct_entry, snat_port) == 34);
+static_assert(offsetof(kpx_ct_entry, pad2) == 36);
 
 static_assert(sizeof(kpx_affinity_key) == 8);
 static_assert(offsetof(kpx_affinity_key, client) == 0);
@@ -69,15 +74,20 @@ static_assert(offsetof(kpx_svc_stats, bytes) == 8);
 static_assert(offsetof(kpx_svc_stats, new_flows) == 16);
 static_assert(offsetof(kpx_svc_stats, no_backend) == 24);
 
-static_assert(sizeof(kpx_config) == 24);
+static_assert(sizeof(kpx_config) == 32);
 static_assert(offsetof(kpx_config, abi_version) == 0);
 static_assert(offsetof(kpx_config, flags) == 4);
 static_assert(offsetof(kpx_config, snat_addr) == 8);
 static_assert(offsetof(kpx_config, cluster_cidr) == 12);
 static_assert(offsetof(kpx_config, cluster_prefix) == 16);
-static_assert(offsetof(kpx_config, pad) == 20);
+static_assert(offsetof(kpx_config, cluster_mask) == 20);
+static_assert(offsetof(kpx_config, snat_port_min) == 24);
+static_assert(offsetof(kpx_config, snat_port_max) == 26);
+static_assert(offsetof(kpx_config, pad) == 28);
 
-static_assert(KPX_V_MAX == 10);
+static_assert(KPX_ABI_VERSION == 2);
+static_assert(KPX_V_MAX == 11);
+static_assert(KPX_SNAT_PORT_MIN_DEFAULT <= KPX_SNAT_PORT_MAX_DEFAULT);
 static_assert(KPX_MAGLEV_M_DEFAULT <= KPX_MAGLEV_M_MAX);
 
 struct Member {
@@ -115,7 +125,9 @@ const std::vector<StructLayout>& Layouts() {
        sizeof(kpx_ct_entry),
        {KPX_M(kpx_ct_entry, last_seen_ns), KPX_M(kpx_ct_entry, backend_id),
         KPX_M(kpx_ct_entry, svc_id), KPX_M(kpx_ct_entry, vip), KPX_M(kpx_ct_entry, vport),
-        KPX_M(kpx_ct_entry, flags), KPX_M(kpx_ct_entry, pad)}},
+        KPX_M(kpx_ct_entry, flags), KPX_M(kpx_ct_entry, pad), KPX_M(kpx_ct_entry, client_addr),
+        KPX_M(kpx_ct_entry, snat_addr), KPX_M(kpx_ct_entry, client_port),
+        KPX_M(kpx_ct_entry, snat_port), KPX_M(kpx_ct_entry, pad2)}},
       {"kpx_affinity_key",
        sizeof(kpx_affinity_key),
        {KPX_M(kpx_affinity_key, client), KPX_M(kpx_affinity_key, svc_id)}},
@@ -131,7 +143,8 @@ const std::vector<StructLayout>& Layouts() {
        sizeof(kpx_config),
        {KPX_M(kpx_config, abi_version), KPX_M(kpx_config, flags), KPX_M(kpx_config, snat_addr),
         KPX_M(kpx_config, cluster_cidr), KPX_M(kpx_config, cluster_prefix),
-        KPX_M(kpx_config, pad)}},
+        KPX_M(kpx_config, cluster_mask), KPX_M(kpx_config, snat_port_min),
+        KPX_M(kpx_config, snat_port_max), KPX_M(kpx_config, pad)}},
   };
   return layouts;
 }

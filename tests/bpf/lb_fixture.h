@@ -177,6 +177,16 @@ class BpfLb {
     return st;
   }
 
+  absl::Status SetConfig(const kpx_config& config) {
+    uint32_t zero = 0;
+    return Update(bpf_map__fd(xdp_->maps.kpx_config), &zero, &config, "kpx_config");
+  }
+
+  // Lists ifindex in kpx_tx_ports (resolved in the caller's namespace).
+  absl::Status AddTxPort(uint32_t ifindex) {
+    return Update(tx_ports_fd(), &ifindex, &ifindex, "kpx_tx_ports");
+  }
+
   absl::Status AddNodeAddr(uint32_t addr) {
     uint8_t one = 1;
     return Update(node_addrs_fd(), &addr, &one, "kpx_node_addrs");

@@ -177,7 +177,10 @@ TEST_P(LbForwardTest, NodePortMatchesOnlyNodeAddresses) {
   Bytes other_in = BuildTcp(other);
   Step("other address", other_in, {Action::kPass, other_in, V{{KPX_V_PASS_NON_SERVICE, 1}}});
 
-  // Replies restore the node address and NodePort.
+  // Replies restore the node address and NodePort. The stack would drop a
+  // packet from its own address as a martian, so such replies must be
+  // redirected: XDP (tc behind it here) leaves them to tc, untouched and
+  // uncounted; tc rewrites them (no route in this test's netns: passed).
   TcpSpec reply;
   reply.saddr = kBackendAddr[be];
   reply.daddr = kClient;
@@ -187,8 +190,16 @@ TEST_P(LbForwardTest, NodePortMatchesOnlyNodeAddresses) {
   TcpSpec want = reply;
   want.saddr = node;
   want.sport = 30080;
-  Step("reply", BuildTcp(reply),
-       {Action::kPass, BuildTcp(want), V{{KPX_V_REPLY, 1}, {KPX_V_PASS_STACK, 1}}});
+  Bytes reply_in = BuildTcp(reply);
+  if (hook() == Hook::kXdp) {
+    Step("reply left to tc", reply_in, {Action::kPass, reply_in, V{}});
+    auto r = lb().Run(Hook::kTc, reply_in);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->out, BuildTcp(want));
+  } else {
+    Step("reply", reply_in,
+         {Action::kPass, BuildTcp(want), V{{KPX_V_REPLY, 1}, {KPX_V_PASS_STACK, 1}}});
+  }
 }
 
 TEST_P(LbForwardTest, IpOptionsArePreservedAndChecksummed) {

@@ -3,7 +3,13 @@
 // step checker (verdict, exact output frame, counter deltas), Katran style.
 #pragma once
 
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -19,7 +25,7 @@ namespace kpx::bpftest {
 inline const char* VerdictName(uint32_t v) {
   static const char* const kNames[] = {"PASS_NON_SERVICE", "CT_HIT",       "NEW_FLOW", "REPLY",
                                        "NO_BACKEND",       "DEAD_BACKEND", "REDIRECT", "PASS_STACK",
-                                       "MALFORMED",        "FRAGMENT"};
+                                       "MALFORMED",        "FRAGMENT",     "SNAT_NO_PORT"};
   return v < KPX_V_MAX ? kNames[v] : "?";
 }
 
@@ -55,10 +61,32 @@ struct Expect {
   std::map<uint32_t, uint64_t> verdicts;  // counter deltas; unlisted ones must not move
 };
 
+// While alive, the calling thread is in a fresh, empty network namespace:
+// BPF_PROG_TEST_RUN's bpf_fib_lookup then sees no routes (not the host's),
+// so every fixture's outcome is the same on every machine.
+class PrivateNetns {
+ public:
+  PrivateNetns() : original_(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) {
+    if (original_ >= 0 && unshare(CLONE_NEWNET) != 0) error_ = strerror(errno);
+  }
+  ~PrivateNetns() {
+    if (original_ < 0) return;
+    if (error_.empty() && setns(original_, CLONE_NEWNET) != 0) std::abort();
+    close(original_);
+  }
+  std::string error() const { return original_ < 0 ? "open own netns failed" : error_; }
+
+ private:
+  int original_;
+  std::string error_;
+};
+
 class LbTest : public ::testing::TestWithParam<Hook> {
  protected:
   void SetUp() override {
     if (std::string why = kpx::testing::MissingRootReason(); !why.empty()) GTEST_SKIP() << why;
+    netns_ = std::make_unique<PrivateNetns>();
+    ASSERT_EQ(netns_->error(), "") << "unshare(CLONE_NEWNET)";
     auto lb = BpfLb::Create();
     ASSERT_TRUE(lb.ok()) << lb.status();
     lb_ = std::move(*lb);
@@ -88,6 +116,7 @@ class LbTest : public ::testing::TestWithParam<Hook> {
     return r->out;
   }
 
+  std::unique_ptr<PrivateNetns> netns_;  // destroyed after lb_ and derived members
   std::unique_ptr<BpfLb> lb_;
 };
 

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -29,17 +30,15 @@ extern char** environ;
 namespace kpx::testing {
 namespace {
 
-constexpr char kPrefix[] = "kpx-t-";
-
-// Deletes kpx-t-<pid>-* namespaces whose process is gone (a crashed run).
-void DeleteOrphans() {
+// Deletes <prefix><pid>-* namespaces whose process is gone (a crashed run).
+void DeleteOrphans(const std::string& prefix) {
   DIR* dir = opendir("/run/netns");
   if (dir == nullptr) return;
   std::vector<std::string> orphans;
   while (dirent* e = readdir(dir)) {
     std::string name = e->d_name;
-    if (name.rfind(kPrefix, 0) != 0) continue;
-    std::vector<std::string> parts = absl::StrSplit(name.substr(sizeof(kPrefix) - 1), '-');
+    if (name.rfind(prefix, 0) != 0) continue;
+    std::vector<std::string> parts = absl::StrSplit(name.substr(prefix.size()), '-');
     int pid = 0;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &pid) || pid <= 0) continue;
     if (kill(pid, 0) != 0 && errno == ESRCH) orphans.push_back(name);
@@ -102,11 +101,18 @@ absl::StatusOr<std::string> RunCommand(const std::vector<std::string>& argv, int
   return output;
 }
 
-absl::StatusOr<std::unique_ptr<NetNs>> NetNs::Create() {
+absl::StatusOr<std::unique_ptr<NetNs>> NetNs::Create(const std::string& prefix) {
   static std::atomic<int> counter{0};
-  static std::once_flag orphans_once;
-  std::call_once(orphans_once, DeleteOrphans);
-  std::string name = absl::StrCat(kPrefix, getpid(), "-", counter.fetch_add(1));
+  static std::mutex mu;
+  static std::vector<std::string> cleaned;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (std::find(cleaned.begin(), cleaned.end(), prefix) == cleaned.end()) {
+      cleaned.push_back(prefix);
+      DeleteOrphans(prefix);
+    }
+  }
+  std::string name = absl::StrCat(prefix, getpid(), "-", counter.fetch_add(1));
   absl::StatusOr<std::string> out = RunCommand({"ip", "netns", "add", name});
   if (!out.ok()) return out.status();
   std::unique_ptr<NetNs> ns(new NetNs(name));  // deletes it from here on

@@ -14,9 +14,10 @@ namespace kpx::testing {
 
 class NetNs {
  public:
-  // `ip netns add kpx-t-<pid>-<n>`, then brings its loopback up. Namespaces
-  // left behind by earlier test processes that died are deleted first.
-  static absl::StatusOr<std::unique_ptr<NetNs>> Create();
+  // `ip netns add <prefix><pid>-<n>`, then brings its loopback up.
+  // Namespaces with that prefix left behind by earlier test processes that
+  // died are deleted first. Suites use their own prefix (kpxs- for SNAT).
+  static absl::StatusOr<std::unique_ptr<NetNs>> Create(const std::string& prefix = "kpx-t-");
   // `ip netns del`: always, even when the test failed.
   ~NetNs();
   NetNs(const NetNs&) = delete;

@@ -3,6 +3,8 @@
 // second instance, Prune; plus the option parsers.
 #include "dataplane/xdp/xdp_dataplane.h"
 
+#include <time.h>
+
 #include <set>
 
 #include "dataplane/xdp/abi_convert.h"
@@ -82,6 +84,7 @@ class SharedMaps final : public BpfMaps {
   absl::Status ForEachConntrack(absl::FunctionRef<bool(const kpx_ct_key&, const kpx_ct_entry&)> fn) const override {
     return m_->ForEachConntrack(fn);
   }
+  absl::Status DeleteConntrack(const kpx_ct_key& k) override { return m_->DeleteConntrack(k); }
 
  private:
   FakeBpfMaps* m_;
@@ -149,6 +152,59 @@ TEST(XdpDataplane, ActiveFlowsCountForwardConntrackEntries) {
   EXPECT_EQ((*flows)[1].second, 0u);
 }
 
+// Stats().active comes from the conntrack walk: open forward entries per
+// (service, backend); closing flows are not active, and closing entries past
+// KPX_CT_CLOSING_NS are deleted by the walk (both directions).
+TEST(XdpDataplane, StatsCountOpenFlowsPerBackendAndWalkDropsExpiredClosingEntries) {
+  Fixture f = Make();
+  controller::TableDiff diff;
+  diff.upserts = {Rule("10.96.0.10", {"10.0.0.1", "10.0.0.2"})};
+  ASSERT_TRUE(f.dp->Apply(diff).ok());
+  auto backends = f.maps->ListBackends();
+  ASSERT_TRUE(backends.ok());
+  uint32_t id1 = 0, id2 = 0;
+  for (const BackendEntry& b : *backends) (b.value.addr == Ip("10.0.0.1").be() ? id1 : id2) = b.id;
+  ASSERT_NE(id1, 0u);
+  ASSERT_NE(id2, 0u);
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const uint64_t now = uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+  uint16_t port = 1;
+  auto add = [&](uint32_t backend, uint8_t flags, uint64_t last_seen) {
+    kpx_ct_key k{};
+    k.sport = port++;
+    kpx_ct_entry e{};
+    e.svc_id = 1;
+    e.backend_id = backend;
+    e.flags = flags;
+    e.last_seen_ns = last_seen;
+    f.maps->AddConntrack(k, e);
+  };
+  add(id1, 0, now);
+  add(id1, KPX_CT_F_SEEN_REPLY | KPX_CT_F_FIN_FWD, now);  // half closed: still open
+  add(id1, KPX_CT_F_REPLY, now);                          // reverse entries never count
+  add(id2, KPX_CT_F_SEEN_REPLY, now);
+  add(id2, KPX_CT_F_RST, now);                                            // closing
+  add(id2, KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY, now - KPX_CT_CLOSING_NS - 1000000000ull);  // expired
+  add(id2, KPX_CT_F_REPLY | KPX_CT_F_RST, now - KPX_CT_CLOSING_NS - 1000000000ull);          // expired
+
+  dataplane::DataplaneStats stats = f.dp->Stats();
+  ASSERT_EQ(stats.frontends.size(), 1u);
+  EXPECT_EQ(stats.frontends[0].active, 3u);
+  ASSERT_EQ(stats.frontends[0].backends.size(), 2u);
+  for (const dataplane::BackendStats& b : stats.frontends[0].backends) {
+    EXPECT_EQ(b.active, b.ip == Ip("10.0.0.1") ? 2u : 1u) << b.ip.ToString();
+  }
+  size_t left = 0;
+  ASSERT_TRUE(f.maps->ForEachConntrack([&](const kpx_ct_key&, const kpx_ct_entry&) { return ++left, true; }).ok());
+  EXPECT_EQ(left, 5u) << "the two expired closing entries are deleted";
+  absl::StatusOr<ConntrackCensus> again = f.dp->WalkConntrack();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->entries, 5u);
+  EXPECT_EQ(again->closing, 1u);
+  EXPECT_EQ(again->deleted, 0u);
+}
+
 TEST(XdpDataplane, RestartAdoptsAndPruneRemovesOnlyStale) {
   FakeBpfMaps maps;
   ServiceTable desired;
@@ -186,7 +242,7 @@ TEST(XdpOptionsParsing, ModesAndCidrs) {
   for (const char* bad : {"10.0.0.0", "10.0.0.0/33", "10.0.0.0/-1", "fd00::/64", "10.0.0/8", "x/8"}) {
     EXPECT_FALSE(ParseIpv4Cidr(bad).ok()) << bad;
   }
-  EXPECT_EQ(DefaultPinDir(), "/sys/fs/bpf/kpx/v1");
+  EXPECT_EQ(DefaultPinDir(), "/sys/fs/bpf/kpx/v2");
 }
 
 }  // namespace

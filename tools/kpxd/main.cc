@@ -47,7 +47,7 @@ DEFINE_string(xdp_mode, "auto", "XDP attach mode: auto (native, else generic)|na
 DEFINE_int32(maglev_table_size, KPX_MAGLEV_M_DEFAULT,
              "Upper bound of a Service's Maglev lookup table (prime); each Service uses the "
              "smallest listed prime >= 100 x its backends, up to this");
-DEFINE_string(bpf_pin_dir, "", "Where kpx's BPF maps and links are pinned (default /sys/fs/bpf/kpx/v1)");
+DEFINE_string(bpf_pin_dir, "", "Where kpx's BPF maps and links are pinned (default /sys/fs/bpf/kpx/v2, the ABI version; a kpxd refuses to start over another version's pins and names the --cleanup to run)");
 DEFINE_bool(health_checks, true,
             "Probe backends and take failing ones out of rotation (EndpointSlice readiness "
             "always wins: health can only remove more)");

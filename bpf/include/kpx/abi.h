@@ -8,7 +8,7 @@
 
 #include <linux/types.h>
 
-#define KPX_ABI_VERSION 1
+#define KPX_ABI_VERSION 2
 #define KPX_PIN_DIR "/sys/fs/bpf/kpx"
 
 /* Capacities (userspace may lower/raise some with bpf_map__set_max_entries
@@ -28,9 +28,30 @@
 #define KPX_SVC_F_EXTERNAL 0x4  /* NodePort/ExternalIP/LoadBalancer (masquerade candidates) */
 #define KPX_SVC_F_LOCAL 0x8     /* traffic policy Local applied */
 
-/* struct kpx_ct_entry.flags */
-#define KPX_CT_F_REPLY 0x1   /* reverse entry: key is backend -> client */
+/* struct kpx_ct_entry.flags (both entries of a flow carry the same bits
+ * except KPX_CT_F_REPLY). */
+#define KPX_CT_F_REPLY 0x1      /* reverse entry: key is backend -> client (or SNAT address) */
 #define KPX_CT_F_SEEN_REPLY 0x2
+#define KPX_CT_F_SNAT 0x4       /* masqueraded: source rewritten to snat_addr:snat_port */
+#define KPX_CT_F_LOCAL_VIP 0x8  /* the frontend is a node address: replies must be redirected */
+#define KPX_CT_F_FIN_FWD 0x10   /* FIN seen from the client */
+#define KPX_CT_F_FIN_REPLY 0x20 /* FIN seen from the backend */
+#define KPX_CT_F_RST 0x40       /* RST seen (either side) */
+
+/* A flow is closing once a RST or both FINs were seen: its entries expire
+ * KPX_CT_CLOSING_NS after the last packet (instead of waiting for the LRU),
+ * a new SYN on its 5-tuple picks a backend afresh, and it no longer counts
+ * as active. Userspace's conntrack walk deletes expired entries. */
+#define KPX_CT_CLOSING_NS 10000000000ULL
+
+/* Masquerade source ports (host order) when kpx_config leaves them 0:
+ * above Linux's default ip_local_port_range (32768-60999), so a SNAT port
+ * never collides with a socket of the node's own. */
+#define KPX_SNAT_PORT_MIN_DEFAULT 61000
+#define KPX_SNAT_PORT_MAX_DEFAULT 65535
+/* Ports tried (from a random start, then linearly) for a new masqueraded
+ * flow before it is refused with a RST. */
+#define KPX_SNAT_PROBES 32
 
 /* Frontend lookup key. NodePorts use addr = 0 and are looked up only when the
  * destination is one of this node's addresses (map kpx_node_addrs). */
@@ -72,14 +93,23 @@ struct kpx_ct_key {
 	__u8 pad[3];
 };
 
+/* Both entries of a flow hold the whole flow; the key says which way. A
+ * masqueraded flow's reverse key is backend -> snat_addr:snat_port, and
+ * that entry is also the reservation of the SNAT port (created with
+ * BPF_NOEXIST, so two flows never share one). */
 struct kpx_ct_entry {
-	__u64 last_seen_ns; /* CLOCK_MONOTONIC (coarse, kpx_now_ns()) of the last packet */
-	__u32 backend_id;   /* forward: where the flow goes */
+	__u64 last_seen_ns;  /* CLOCK_MONOTONIC (coarse, kpx_now_ns()) of the last packet (closing: of the close) */
+	__u32 backend_id;    /* where the flow goes */
 	__u32 svc_id;
-	__be32 vip;         /* reverse: frontend address to restore as source */
-	__be16 vport;       /* reverse: frontend port to restore */
-	__u8 flags;         /* KPX_CT_F_* */
+	__be32 vip;          /* frontend address (restored as the reply's source) */
+	__be16 vport;        /* frontend port */
+	__u8 flags;          /* KPX_CT_F_* */
 	__u8 pad;
+	__be32 client_addr;  /* the client as it sent (restored as the reply's destination) */
+	__be32 snat_addr;    /* KPX_CT_F_SNAT: the forward packets' new source */
+	__be16 client_port;
+	__be16 snat_port;
+	__u32 pad2;
 };
 
 struct kpx_affinity_key {
@@ -113,16 +143,26 @@ enum kpx_verdict {
 	KPX_V_PASS_STACK = 7,       /* after NAT: passed to the kernel to route */
 	KPX_V_MALFORMED = 8,        /* truncated/bad headers: passed untouched */
 	KPX_V_FRAGMENT = 9,         /* IP fragment to a frontend: passed untouched */
-	KPX_V_MAX = 10,
+	KPX_V_SNAT_NO_PORT = 10,    /* masquerade needed, no free SNAT port: RST */
+	KPX_V_MAX = 11,
 };
 
 /* Global configuration, one entry (key 0). */
+/* Masquerade rules (lb.h lb4_masq), after kube-proxy's iptables rules:
+ *  - hairpin: a pod reaching itself through a frontend, always;
+ *  - NodePort/externalIP/LoadBalancer frontends with traffic policy Cluster:
+ *    clients outside cluster_cidr (every client when it is unknown);
+ *  - ClusterIPs: clients outside cluster_cidr when it is known.
+ * snat_addr 0 turns masquerading off. */
 struct kpx_config {
 	__u32 abi_version;
 	__u32 flags;
 	__be32 snat_addr;     /* node address used to masquerade (0 = never) */
 	__be32 cluster_cidr;  /* pod CIDR: sources outside it are external */
 	__u32 cluster_prefix; /* prefix length of cluster_cidr (0 = unknown) */
+	__be32 cluster_mask;  /* netmask of cluster_prefix */
+	__u16 snat_port_min;  /* host order; 0: KPX_SNAT_PORT_MIN_DEFAULT */
+	__u16 snat_port_max;  /* host order, inclusive; 0: KPX_SNAT_PORT_MAX_DEFAULT */
 	__u32 pad;
 };
 
