@@ -42,7 +42,8 @@ DEFINE_string(interfaces, "",
 DEFINE_string(tc_interfaces, "",
               "Comma-separated pod-facing interfaces for the tc ingress program (pods talking to "
               "Services, backend replies). Default: every non-loopback interface without an "
-              "IPv4 address (pod veths) except --bind-device");
+              "IPv4 address (pod veths) except --bind-device, and every veth that appears "
+              "while kpxd runs (rtnetlink link events)");
 DEFINE_string(xdp_mode, "auto", "XDP attach mode: auto (native, else generic)|native|generic");
 DEFINE_int32(maglev_table_size, KPX_MAGLEV_M_DEFAULT,
              "Upper bound of a Service's Maglev lookup table (prime); each Service uses the "
@@ -64,7 +65,11 @@ DEFINE_string(netns, "",
 DEFINE_bool(cleanup, false,
             "Detach kpx's XDP/tc programs, unpin its maps, remove --bind-device, and exit");
 DEFINE_string(bind_device, "kpx0", "Device that holds the Service VIPs (io_uring dataplane)");
-DEFINE_string(cluster_cidr, "", "Pod CIDR of the cluster (masquerade decisions; informational for uring)");
+DEFINE_string(cluster_cidr, "",
+              "Pod CIDR of the cluster. eBPF dataplane: clients outside it are masqueraded to "
+              "the node address for ClusterIPs, and for NodePort/externalIP/LoadBalancer "
+              "frontends with externalTrafficPolicy Cluster (all clients of those when unset), "
+              "like kube-proxy; informational for uring");
 DEFINE_int32(workers, 0, "Datapath worker threads (0 = number of CPUs)");
 DEFINE_string(lb_algorithm, "random", "Backend choice: random|round-robin|least-conn");
 DEFINE_string(connect_timeout, "1s", "Backend connect timeout before retrying another backend");
@@ -162,6 +167,8 @@ void DefaultInterfaces(kpx::xdp::XdpOptions* x) {
   }
   x->xdp_interfaces = want_xdp ? xdp_list : SplitList(FLAGS_interfaces);
   x->tc_interfaces = want_tc ? tc_list : SplitList(FLAGS_tc_interfaces);
+  // Pods started later get their veth then: follow link events.
+  x->watch_veths = want_tc;
   // The tc program also runs behind XDP on the uplinks: XDP passes it the
   // packets it must answer with a RST where XDP_TX is unsafe (veth peers).
   for (const std::string& name : *x->xdp_interfaces) {
