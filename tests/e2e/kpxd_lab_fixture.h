@@ -455,6 +455,24 @@ class KpxdLabFixture : public ::testing::Test {
     return std::nullopt;
   }
 
+  // Waits (bounded) until `kpxctl health` reports `n` healthy backends of
+  // `service`: health transitions reshape the candidate set / Maglev table.
+  bool WaitAllHealthy(const std::string& service, int n) {
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (Clock::now() < deadline) {
+      nlohmann::json h = nlohmann::json::parse(
+          ShOut(kpx::testing::BinaryPath("tools/kpxctl") + " --socket " + work_ +
+                "/kpxd.sock health " + service + " -o json 2>/dev/null"),
+          nullptr, false);
+      if (h.is_object() && h["services"].is_array() && !h["services"].empty() &&
+          h["services"][0]["counts"].value("healthy", 0) == n) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
   Spread Requests(int n, const char* ip = kVip, int port = 5000) {
     Spread s;
     InNetns(Prefix() + "client", [&] {

@@ -408,6 +408,21 @@ TEST_F(KpxdLabTest, TraceNamesTheRoundRobinPickAndHealthShowsProbes) {
   CopyExample("flask.yaml");
   StartKpxd();
   std::string sock = "--socket " + work_ + "/kpxd.sock ";
+  // Every backend probed and healthy first: a health transition between a
+  // trace and the connection would change the candidate list under it.
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  nlohmann::json h;
+  while (Clock::now() < deadline) {
+    h = nlohmann::json::parse(ShOut(Kpxctl(sock + "health default/flask-svc -o json")), nullptr, false);
+    if (h.is_object() && h["services"][0]["counts"].value("healthy", 0) == 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(h.is_object());
+  EXPECT_EQ(h["services"][0]["counts"].value("healthy", 0), 4) << h.dump();
+  for (const auto& b : h["services"][0]["backends"]) {
+    EXPECT_GE(b.value("probes", 0), 1) << b.dump();
+    EXPECT_EQ(b.value("last_result", ""), "ok") << b.dump();
+  }
   for (int i = 0; i < 4; ++i) {
     nlohmann::json t = nlohmann::json::parse(
         ShOut(Kpxctl(sock + "trace 10.244.0.2 10.96.4.197:5000 -o json")), nullptr, false);
@@ -431,21 +446,7 @@ TEST_F(KpxdLabTest, TraceNamesTheRoundRobinPickAndHealthShowsProbes) {
               HasSubstr("no TCP frontend"));
   EXPECT_EQ(Sh(Kpxctl(sock + "trace 10.244.0.2 10.96.9.99:80 >/dev/null 2>&1")), 1);
 
-  // Health: every backend probed and healthy; a stopped pod goes down and
-  // trace says why it gets no flows.
-  auto deadline = Clock::now() + std::chrono::seconds(5);
-  nlohmann::json h;
-  while (Clock::now() < deadline) {
-    h = nlohmann::json::parse(ShOut(Kpxctl(sock + "health default/flask-svc -o json")), nullptr, false);
-    if (h.is_object() && h["services"][0]["counts"].value("healthy", 0) == 4) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_TRUE(h.is_object());
-  EXPECT_EQ(h["services"][0]["counts"].value("healthy", 0), 4) << h.dump();
-  for (const auto& b : h["services"][0]["backends"]) {
-    EXPECT_GE(b.value("probes", 0), 1) << b.dump();
-    EXPECT_EQ(b.value("last_result", ""), "ok") << b.dump();
-  }
+  // A stopped pod goes down, and trace says why it gets no new flows.
   EXPECT_THAT(ShOut(Kpxctl(sock + "health default/nope 2>&1")), HasSubstr("not found"));
   ASSERT_EQ(Sh(LabCmd("pod-stop 4") + " >/dev/null 2>&1"), 0);
   ASSERT_TRUE(WaitHealth("default/flask-svc", "10.244.3.3", false, std::chrono::seconds(3)));

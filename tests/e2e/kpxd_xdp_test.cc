@@ -174,6 +174,7 @@ TEST_F(KpxdXdpTest, AutoFallsBackToTheUringProxyWhenXdpCannotAttach) {
 TEST_F(KpxdXdpTest, TraceReplaysTheProgramsPickForRealFlows) {
   CopyExample("flask.yaml");
   StartKpxd();
+  ASSERT_TRUE(WaitAllHealthy("default/flask-svc", 4));
   std::string sock = "--socket " + work_ + "/kpxd.sock ";
   auto trace = [&](const std::string& src) {
     return nlohmann::json::parse(ShOut(Kpxctl(sock + "trace " + src + " " + kVip + ":5000 -o json")),
