@@ -143,6 +143,29 @@ TEST_F(KpxdXdpTest, FlowsOfARemovedBackendFailFast) {
   close(fd2);
 }
 
+// `kpxctl get` shows open flows on the eBPF path (the conntrack walk): one
+// while a connection is open, none once both sides closed it.
+TEST_F(KpxdXdpTest, KpxctlShowsActiveFlowsPerBackend) {
+  WriteManifest("tcp.yaml", absl::StrFormat(kEchoService, "10.244.1.2"));
+  StartKpxd();
+  const std::string get = Kpxctl("--socket " + work_ + "/kpxd.sock get services default/tcp -o json");
+  auto wait_active = [&](const char* want) {
+    for (int i = 0; i < 100; ++i) {  // the walk runs at most once a second: <= 5 s
+      if (ShOut(get).find(want) != std::string::npos) return true;
+      usleep(50 * 1000);
+    }
+    return false;
+  };
+  int fd = OpenFromClient("10.96.9.9", 5001);
+  ASSERT_GE(fd, 0) << strerror(-fd);
+  ASSERT_TRUE(Echo(fd, "open"));
+  EXPECT_TRUE(wait_active("\"active\": 1")) << ShOut(get);
+  EXPECT_EQ(ShOut(get).find("\"active\": 2"), std::string::npos);
+  close(fd);
+  EXPECT_TRUE(wait_active("\"active\": 0")) << ShOut(get);
+  EXPECT_EQ(ShOut(get).find("\"active\": 1"), std::string::npos);
+}
+
 TEST_F(KpxdXdpTest, HealthChecksStopNewFlowsToAKilledPod) {
   CopyExample("flask.yaml");
   StartKpxd();
