@@ -364,6 +364,10 @@ int64_t UringProxy::open_connections() const {
   return ctx_ == nullptr ? 0 : ctx_->connections.load(std::memory_order_relaxed);
 }
 
+uint64_t UringProxy::spliced_flows() const {
+  return ctx_ == nullptr ? 0 : ctx_->spliced_flows.load(std::memory_order_relaxed);
+}
+
 uint64_t UringProxy::buffer_starvations() const {
   return ctx_ == nullptr ? 0 : ctx_->buffer_starvations.load(std::memory_order_relaxed);
 }

@@ -68,6 +68,8 @@ class UringProxy final : public dataplane::Dataplane {
   // The snapshot the workers use for `key` (null if not served): for
   // PreviewPick (kpxctl trace).
   std::shared_ptr<const FrontendConfig> FrontendSnapshot(const controller::FrontendKey& key) const;
+  // Connection directions moved to splice(2) (RelayMode::kSplice).
+  uint64_t spliced_flows() const;
 
  private:
   struct Frontend {

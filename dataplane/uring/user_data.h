@@ -20,8 +20,19 @@ enum class Op : uint8_t {
   kRecvBackend,      // recv from the backend socket
   kSendClient,       // send to the client socket
   kSendBackend,      // send to the backend socket
+  kPollClientIn,     // spliced flow 0 waits for the client to be readable
+  kPollBackendOut,   // spliced flow 0 waits for the backend to take more
+  kPollBackendIn,    // spliced flow 1 waits for the backend to be readable
+  kPollClientOut,    // spliced flow 1 waits for the client to take more
   kCancel,           // an async cancel request (its own completion is ignored)
 };
+// The readiness poll of a spliced flow (0: client -> backend, 1: back):
+// `out` waits for the sink to take more, otherwise for the source.
+constexpr Op PollOp(int flow, bool out) {
+  if (flow == 0) return out ? Op::kPollBackendOut : Op::kPollClientIn;
+  return out ? Op::kPollClientOut : Op::kPollBackendIn;
+}
+
 inline constexpr int kNumOps = static_cast<int>(Op::kCancel) + 1;
 
 struct UserData {

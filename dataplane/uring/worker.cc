@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -157,6 +158,13 @@ absl::Status Worker::Setup() {
 }
 
 void Worker::Run() {
+  // splice() into a socket whose peer is gone raises SIGPIPE (it has no
+  // MSG_NOSIGNAL); blocked on this thread it stays pending and harmless,
+  // and the splice returns EPIPE.
+  sigset_t pipe_set;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
   if (static_cast<size_t>(index_) < ctx_->worker_cpus.size()) {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -276,6 +284,10 @@ void Worker::HandleCqe(const io_uring_cqe* cqe) {
     case Op::kRecvBackend: OnRecv(c, 1, cqe); break;
     case Op::kSendBackend: OnSend(c, 0, cqe->res); break;
     case Op::kSendClient: OnSend(c, 1, cqe->res); break;
+    case Op::kPollClientIn:
+    case Op::kPollBackendOut: OnPoll(c, 0, cqe->res); break;
+    case Op::kPollBackendIn:
+    case Op::kPollClientOut: OnPoll(c, 1, cqe->res); break;
     default: break;
   }
 }
@@ -622,7 +634,8 @@ void Worker::OnConnect(Conn* c, int res) {
 
 void Worker::ArmRecv(Conn* c, int f) {
   Flow& flow = c->flow[f];
-  if (!CanRecv(c, f) || flow.recv_armed || flow.eof || flow.starved || flow.size >= kMaxQueued) {
+  if (!CanRecv(c, f) || flow.recv_armed || flow.eof || flow.starved || flow.to_splice ||
+      flow.size >= kMaxQueued) {
     return;
   }
   io_uring_sqe* sqe = Sqe();
@@ -654,6 +667,7 @@ void Worker::OnRecv(Conn* c, int f, const io_uring_cqe* cqe) {
     flow.q[(flow.head + flow.size) % kMaxQueued] = Chunk{bid, static_cast<uint32_t>(res), 0};
     ++flow.size;
     c->last_active_ns = now_ns_;
+    NoteReceived(c, f, res);
     ArmSend(c, f);
     ArmRecv(c, f);
   } else if (res == 0) {
@@ -715,13 +729,18 @@ void Worker::OnSend(Conn* c, int f, int res) {
   }
   c->last_active_ns = now_ns_;
   ArmSend(c, f);
+  if (flow.to_splice && !flow.spliced && flow.size == 0 && !flow.send_armed) {
+    StartSplice(c, f);  // the buffered bytes are out: the pipe takes over
+    return;
+  }
   ArmRecv(c, f);
   MaybeForwardFin(c, f);
 }
 
 void Worker::MaybeForwardFin(Conn* c, int f) {
   Flow& flow = c->flow[f];
-  if (c->state != State::kRelaying || !flow.eof || flow.done || flow.size > 0 || flow.send_armed) {
+  if (c->state != State::kRelaying || !flow.eof || flow.done || flow.size > 0 || flow.send_armed ||
+      flow.pipe_bytes > 0) {
     return;
   }
   // Half-close: the source is done sending; pass its FIN on and keep the
@@ -759,6 +778,7 @@ void Worker::Abort(Conn* c, bool reset) {
   for (int f = 0; f < 2; ++f) {
     if (c->flow[f].recv_armed) cancel(RecvOp(f));
     if (c->flow[f].send_armed) cancel(SendOp(f));
+    if (c->flow[f].poll_armed) cancel(PollOp(f, c->flow[f].poll_out));
   }
   // Requests hold their own file references: the FIN or RST goes out when
   // the last of them is cancelled.
@@ -795,6 +815,7 @@ void Worker::MaybeFree(Conn* c) {
     for (uint8_t i = 0; i < flow.size; ++i) bufs_->Return(flow.q[(flow.head + i) % kMaxQueued].bid);
     flow.size = 0;
   }
+  ClosePipes(c);
   c->config.reset();
   c->state = State::kFree;
   c->next_free = free_head_;

@@ -38,6 +38,7 @@ struct WorkerContext {
   std::atomic<int64_t> connections{0};  // client connections open, all workers
   VipDevice* device = nullptr;          // reaped by worker 0's tick; may be null
   std::atomic<uint64_t> buffer_starvations{0};  // recvs that found no free buffer
+  std::atomic<uint64_t> spliced_flows{0};  // directions moved to splice(2) (RelayMode::kSplice)
   std::vector<int> worker_cpus;  // worker i runs on worker_cpus[i]; empty: not pinned
   // Every worker, set once all have started (before any listener exists).
   std::vector<Worker*> workers;
@@ -91,6 +92,16 @@ class Worker {
     bool starved = false;  // recv got -ENOBUFS: waits for buffers to come back
     bool eof = false;      // the source sent FIN
     bool done = false;     // FIN forwarded (shutdown(SHUT_WR) on the sink)
+    // Splice relay (worker_splice.cc). `to_splice`: no more recvs; switch
+    // once the queued buffers are sent. `spliced`: the pipe carries the flow.
+    bool to_splice = false;
+    bool spliced = false;
+    bool poll_armed = false;  // one readiness poll: in on the source, or out on the sink
+    bool poll_out = false;    // which of the two
+    uint32_t pipe_bytes = 0;  // bytes sitting in the pipe
+    int pipe_rd = -1;
+    int pipe_wr = -1;
+    uint64_t received = 0;  // bytes read from the source through buffers
   };
   enum class State : uint8_t { kFree, kConnecting, kRelaying, kClosing };
   struct Conn {
@@ -171,6 +182,13 @@ class Worker {
   void ArmSend(Conn* c, int f);
   void OnSend(Conn* c, int f, int res);
   void MaybeForwardFin(Conn* c, int f);
+  // Splice relay (worker_splice.cc).
+  bool SpliceEnabled() const { return ctx_->options.relay == RelayMode::kSplice; }
+  void NoteReceived(Conn* c, int f, int bytes);
+  void StartSplice(Conn* c, int f);
+  void Pump(Conn* c, int f);
+  void OnPoll(Conn* c, int f, int res);
+  void ClosePipes(Conn* c);
   void Reject(Conn* c);
   void Abort(Conn* c, bool reset);
   void CloseGracefully(Conn* c);

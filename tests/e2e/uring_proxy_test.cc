@@ -380,8 +380,27 @@ TEST_F(UringProxyE2e, NoUsableBackendResetsTheClient) {
   EXPECT_TRUE(proxy_->WaitIdle(absl::Seconds(2)));
 }
 
-TEST_F(UringProxyE2e, HalfCloseLetsTheServerAnswerAfterEof) {
-  ASSERT_NE(StartProxy(), nullptr);
+// The relay tests run with both relays: copying through the buffer ring, and
+// splice(2) from the first received chunk on (splice_after_bytes = 0), so
+// every direction that carries a byte is spliced.
+class UringRelayE2e : public UringProxyE2e, public ::testing::WithParamInterface<RelayMode> {
+ protected:
+  static UringProxyOptions Relay(UringProxyOptions o = {}) {
+    o.relay = GetParam();
+    o.splice_after_bytes = 0;
+    return o;
+  }
+  bool Spliced() const { return GetParam() == RelayMode::kSplice; }
+};
+
+INSTANTIATE_TEST_SUITE_P(Relays, UringRelayE2e,
+                         ::testing::Values(RelayMode::kCopy, RelayMode::kSplice),
+                         [](const ::testing::TestParamInfo<RelayMode>& info) {
+                           return info.param == RelayMode::kCopy ? "Copy" : "Splice";
+                         });
+
+TEST_P(UringRelayE2e, HalfCloseLetsTheServerAnswerAfterEof) {
+  ASSERT_NE(StartProxy(Relay()), nullptr);
   StartServer("127.0.0.2");
   ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
   int fd = Connect(kVip, kPort);
@@ -393,15 +412,22 @@ TEST_F(UringProxyE2e, HalfCloseLetsTheServerAnswerAfterEof) {
   EXPECT_EQ(ReadToEof(fd), "helloeof 5\n");
   close(fd);
   EXPECT_TRUE(proxy_->WaitIdle(absl::Seconds(3)));
+  // Both FINs crossed a spliced direction (splice() returning 0 -> shutdown).
+  EXPECT_EQ(proxy_->spliced_flows(), Spliced() ? 2u : 0u);
 }
 
-TEST_F(UringProxyE2e, ResetIsPropagatedAsReset) {
-  ASSERT_NE(StartProxy(), nullptr);
+TEST_P(UringRelayE2e, ResetIsPropagatedAsReset) {
+  ASSERT_NE(StartProxy(Relay()), nullptr);
   BackendServer* server = StartServer("127.0.0.2");
   ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
   int fd = Connect(kVip, kPort);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(ReadLine(fd), "127.0.0.2");
+  ASSERT_TRUE(SendAll(fd, "x"));  // echoed: both directions carry a byte
+  char ch = 0;
+  ASSERT_EQ(recv(fd, &ch, 1, 0), 1);
+  EXPECT_TRUE(WaitFor([&] { return proxy_->spliced_flows() == (Spliced() ? 2u : 0u); },
+                      absl::Seconds(3)));
   linger l{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
   close(fd);  // RST to the proxy
@@ -411,8 +437,8 @@ TEST_F(UringProxyE2e, ResetIsPropagatedAsReset) {
 }
 
 // 64 MiB each way through the proxy, compared by checksum.
-TEST_F(UringProxyE2e, LargeTransferIsIntactBothWays) {
-  ASSERT_NE(StartProxy(), nullptr);
+TEST_P(UringRelayE2e, LargeTransferIsIntactBothWays) {
+  ASSERT_NE(StartProxy(Relay()), nullptr);
   StartServer("127.0.0.2");
   ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
   int fd = Connect(kVip, kPort);
@@ -424,6 +450,41 @@ TEST_F(UringProxyE2e, LargeTransferIsIntactBothWays) {
   dataplane::BackendStats b = BackendStatsFor(kVip, kPort, "127.0.0.2");
   EXPECT_EQ(b.bytes_to_backend, kTotal);
   EXPECT_EQ(b.bytes_to_client, 10 + kTotal + std::string("eof 67108864\n").size());
+  EXPECT_EQ(proxy_->spliced_flows(), Spliced() ? 2u : 0u);
+}
+
+TEST_P(UringRelayE2e, IdleTimeoutClosesIdleConnectionsOnly) {
+  UringProxyOptions o;
+  o.idle_timeout = absl::Milliseconds(300);
+  ASSERT_NE(StartProxy(Relay(o)), nullptr);
+  StartServer("127.0.0.2");
+  ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
+
+  // Busy for 1 s (3x the timeout): stays open.
+  int busy = Connect(kVip, kPort);
+  ASSERT_GE(busy, 0);
+  ASSERT_EQ(ReadLine(busy), "127.0.0.2");
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(SendAll(busy, "x"));
+    char ch = 0;
+    ASSERT_EQ(recv(busy, &ch, 1, 0), 1) << "closed while active, round " << i;
+    absl::SleepFor(absl::Milliseconds(100));  // pacing the traffic, not synchronisation
+  }
+  close(busy);
+
+  int idle = Connect(kVip, kPort);
+  ASSERT_GE(idle, 0);
+  ASSERT_EQ(ReadLine(idle), "127.0.0.2");
+  const absl::Time start = absl::Now();
+  char ch;
+  EXPECT_EQ(recv(idle, &ch, 1, 0), 0) << "expected EOF from the idle timeout: " << strerror(errno);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(200));
+  EXPECT_LT(took, absl::Seconds(3));
+  close(idle);
+  EXPECT_TRUE(proxy_->WaitIdle(absl::Seconds(3)));
+  // The busy connection's directions and the idle one's greeting.
+  EXPECT_EQ(proxy_->spliced_flows(), Spliced() ? 3u : 0u);
 }
 
 // With far fewer receive buffers than the connections want, receives find
@@ -472,38 +533,6 @@ TEST_F(UringProxyE2e, AffinityPinsEachClientIp) {
   }
   EXPECT_GT(used.size(), 1u) << "six clients all pinned to one backend";
   EXPECT_THAT(used, Not(::testing::Contains("")));
-}
-
-TEST_F(UringProxyE2e, IdleTimeoutClosesIdleConnectionsOnly) {
-  UringProxyOptions o;
-  o.idle_timeout = absl::Milliseconds(300);
-  ASSERT_NE(StartProxy(o), nullptr);
-  StartServer("127.0.0.2");
-  ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
-
-  // Busy for 1 s (3x the timeout): stays open.
-  int busy = Connect(kVip, kPort);
-  ASSERT_GE(busy, 0);
-  ASSERT_EQ(ReadLine(busy), "127.0.0.2");
-  for (int i = 0; i < 10; ++i) {
-    ASSERT_TRUE(SendAll(busy, "x"));
-    char ch = 0;
-    ASSERT_EQ(recv(busy, &ch, 1, 0), 1) << "closed while active, round " << i;
-    absl::SleepFor(absl::Milliseconds(100));  // pacing the traffic, not synchronisation
-  }
-  close(busy);
-
-  int idle = Connect(kVip, kPort);
-  ASSERT_GE(idle, 0);
-  ASSERT_EQ(ReadLine(idle), "127.0.0.2");
-  const absl::Time start = absl::Now();
-  char ch;
-  EXPECT_EQ(recv(idle, &ch, 1, 0), 0) << "expected EOF from the idle timeout: " << strerror(errno);
-  const absl::Duration took = absl::Now() - start;
-  EXPECT_GE(took, absl::Milliseconds(200));
-  EXPECT_LT(took, absl::Seconds(3));
-  close(idle);
-  EXPECT_TRUE(proxy_->WaitIdle(absl::Seconds(3)));
 }
 
 TEST_F(UringProxyE2e, StopAcceptingThenWaitIdle) {

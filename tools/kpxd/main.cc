@@ -72,6 +72,11 @@ DEFINE_string(cluster_cidr, "",
               "like kube-proxy; informational for uring");
 DEFINE_int32(workers, 0, "Datapath worker threads (0 = number of CPUs)");
 DEFINE_string(lb_algorithm, "random", "Backend choice: random|round-robin|least-conn");
+DEFINE_string(relay, "splice",
+              "How the io_uring dataplane moves bytes: copy (recv/send through user-space "
+              "buffers) or splice (the same, but a direction that has carried --splice-after "
+              "bytes switches to splice(2): no copy through user space for bulk flows)");
+DEFINE_int64(splice_after, 1 << 20, "Bytes a direction carries before --relay=splice switches it");
 DEFINE_string(connect_timeout, "1s", "Backend connect timeout before retrying another backend");
 DEFINE_string(idle_timeout, "1h", "Close relayed connections idle this long (0 = never)");
 DEFINE_string(drain_timeout, "30s", "On SIGTERM, wait this long for connections to finish");
@@ -226,6 +231,15 @@ int main(int argc, char** argv) {
   opts.uring.connect_timeout = DurationFlag("connect-timeout", FLAGS_connect_timeout);
   opts.uring.idle_timeout = DurationFlag("idle-timeout", FLAGS_idle_timeout);
   opts.uring.max_connections = FLAGS_max_connections;
+  if (FLAGS_relay == "copy") {
+    opts.uring.relay = kpx::uring::RelayMode::kCopy;
+  } else if (FLAGS_relay == "splice") {
+    opts.uring.relay = kpx::uring::RelayMode::kSplice;
+  } else {
+    KPXD_FAIL << "--relay=" << FLAGS_relay << ": must be copy or splice";
+  }
+  if (FLAGS_splice_after < 0) KPXD_FAIL << "--splice-after: must be >= 0";
+  opts.uring.splice_after_bytes = FLAGS_splice_after;
   opts.drain_timeout = DurationFlag("drain-timeout", FLAGS_drain_timeout);
   opts.xdp.pin_dir = pin_dir;
   auto xdp_mode = kpx::xdp::ParseXdpMode(FLAGS_xdp_mode);
