@@ -75,11 +75,10 @@ void Worker::Pump(Conn* c, int f) {
   const int src = f == 0 ? c->client_fd : c->backend_fd;
   const int dst = f == 0 ? c->backend_fd : c->client_fd;
   const size_t want = static_cast<size_t>(std::max(ctx_->options.pipe_size, 64 * 1024));
-  bool out_blocked = false;
   bool progress = true;
+  bool moved = false;
   for (int round = 0; round < kMaxRoundsPerPump && progress; ++round) {
     progress = false;
-    out_blocked = false;
     if (!flow.eof) {
       // EAGAIN here means "socket empty" or "pipe slots full"; the latter is
       // only possible with bytes in the pipe, and then we wait on the sink.
@@ -87,7 +86,7 @@ void Worker::Pump(Conn* c, int f) {
                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         flow.pipe_bytes += static_cast<uint32_t>(n);
-        progress = true;
+        progress = moved = true;
       } else if (n == 0) {
         flow.eof = true;
       } else if (errno != EAGAIN && errno != EINTR) {
@@ -102,16 +101,14 @@ void Worker::Pump(Conn* c, int f) {
         flow.pipe_bytes -= static_cast<uint32_t>(n);
         (f == 0 ? c->backend->bytes_to_backend : c->backend->bytes_to_client)
             .fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-        progress = true;
-      } else if (n < 0 && errno == EAGAIN) {
-        out_blocked = true;
-      } else if (n < 0 && errno != EINTR) {
+        progress = moved = true;
+      } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
         Abort(c, /*reset=*/true);  // EPIPE, ECONNRESET: the receiver is gone
         return;
       }
     }
   }
-  c->last_active_ns = now_ns_;
+  if (moved) c->last_active_ns = now_ns_;
   if (flow.eof && flow.pipe_bytes == 0) {
     MaybeForwardFin(c, f);
     return;
@@ -119,7 +116,6 @@ void Worker::Pump(Conn* c, int f) {
   // Wait on the sink while the pipe holds bytes (it may be what stopped the
   // source, too), on the source when the pipe is empty.
   const bool out = flow.pipe_bytes > 0;
-  (void)out_blocked;
   io_uring_sqe* sqe = Sqe();
   io_uring_prep_poll_add(sqe, out ? dst : src, out ? POLLOUT : POLLIN);
   Submit(sqe, PollOp(f, out), c->index, c->gen);
