@@ -77,7 +77,7 @@ DEFINE_string(relay, "splice",
               "buffers) or splice (the same, but a direction that has carried --splice-after "
               "bytes switches to splice(2): no copy through user space for bulk flows)");
 DEFINE_int64(splice_after, 1 << 20, "Bytes a direction carries before --relay=splice switches it");
-DEFINE_int32(splice_pipe_size, 256 * 1024, "Pipe capacity per spliced direction (bytes)");
+DEFINE_int32(splice_pipe_size, 1 << 20, "Pipe capacity per spliced direction (bytes)");
 DEFINE_string(connect_timeout, "1s", "Backend connect timeout before retrying another backend");
 DEFINE_string(idle_timeout, "1h", "Close relayed connections idle this long (0 = never)");
 DEFINE_string(drain_timeout, "30s", "On SIGTERM, wait this long for connections to finish");
