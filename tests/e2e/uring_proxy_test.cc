@@ -497,6 +497,7 @@ TEST_F(UringProxyE2e, BufferExhaustionIsBackPressureNotLoss) {
   o.workers = 1;
   o.buffers_per_worker = 8;
   o.buffer_size = 4096;
+  o.relay = RelayMode::kCopy;  // the buffer ring throughout (no splice after 1 MiB)
   ASSERT_NE(StartProxy(o), nullptr);
   StartServer("127.0.0.2");
   ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
