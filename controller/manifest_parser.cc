@@ -36,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "controller/base/status_macros.h"
+#include "controller/base/utf8.h"
 
 namespace kpx::controller {
 namespace {
@@ -774,6 +775,16 @@ absl::StatusOr<ParseResult> ParseManifest(std::string_view content_in,
   // This Abseil build's string_view is its own type, not std::string_view.
   const absl::string_view content(content_in.data(), content_in.size());
   const absl::string_view filename(filename_in.data(), filename_in.size());
+  // Everything decoded ends up in JSON (kpxctl, admin API, status file),
+  // which must be UTF-8. Checking the bytes suffices: yaml-cpp refuses
+  // escapes of surrogates or past U+10FFFF, nlohmann::json likewise.
+  if (const size_t valid = Utf8ValidPrefix(content); valid != content.size()) {
+    const auto line = 1 + std::count(content.begin(), content.begin() + valid, '\n');
+    return absl::InvalidArgumentError(
+        absl::StrCat(filename, ":", line, ": not valid UTF-8 (byte 0x",
+                     absl::Hex(static_cast<uint8_t>(content[valid]), absl::kZeroPad2),
+                     "); manifests must be UTF-8"));
+  }
   KPX_ASSIGN_OR_RETURN(std::vector<Node> docs, LoadDocuments(content, filename));
   ParseResult result;
   Decoder decoder(filename, &result);

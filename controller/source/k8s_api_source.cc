@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "controller/manifest_parser.h"
+#include "controller/source/k8s_watch_event.h"
 #include "glog/logging.h"
 
 namespace kpx::controller {
@@ -62,14 +63,6 @@ std::string ErrorText(long status, const std::string& body) {
     return absl::StrCat("HTTP ", status, ": ", j["message"].get<std::string>());
   }
   return absl::StrCat("HTTP ", status, ": ", body.substr(0, 200));
-}
-
-std::string StringAt(const json& j, const char* a, const char* b) {
-  if (!j.is_object()) return "";
-  auto it = j.find(a);
-  if (it == j.end() || !it->is_object()) return "";
-  auto jt = it->find(b);
-  return jt != it->end() && jt->is_string() ? jt->get<std::string>() : "";
 }
 
 }  // namespace
@@ -124,16 +117,7 @@ class ResourceWatcher {
  private:
   enum class Outcome { kOk, kStopped, kExpired, kError, kEnded };
 
-  // A decoded object: its key ("ns/name"), a hash of its content minus
-  // resourceVersion and managedFields, and the objects or why it is malformed.
-  struct Decoded {
-    std::string key;
-    NamespacedName id;
-    uint64_t hash = 0;
-    std::string resource_version;
-    std::optional<ObjectSet> objects;
-    std::string error;
-  };
+  using Decoded = ApiObject;
 
   // State of one HTTP transfer, seen by the write callback.
   struct Transfer {
@@ -345,48 +329,7 @@ class ResourceWatcher {
 
   // Decodes one object of this resource. `obj` loses resourceVersion and
   // managedFields on the way (they must not count as content changes).
-  Decoded Decode(json& obj) {
-    Decoded d;
-    if (!obj.is_object() || !obj.contains("metadata") || !obj["metadata"].is_object()) {
-      d.error = "object without metadata";  // no key: nothing to name
-      return d;
-    }
-    json& meta = obj["metadata"];
-    d.id.name = StringAt(obj, "metadata", "name");
-    d.id.ns = StringAt(obj, "metadata", "namespace");
-    if (d.id.ns.empty()) d.id.ns = "default";
-    if (d.id.name.empty()) {
-      d.error = "object without metadata.name";
-      return d;
-    }
-    d.key = d.id.String();
-    const std::string source = ApiSourceKey(res_.kind, d.id);
-    d.resource_version = StringAt(obj, "metadata", "resourceVersion");
-    // List items carry no kind/apiVersion; watch events do.
-    if (!obj.contains("kind")) obj["kind"] = res_.kind;
-    if (!obj.contains("apiVersion")) obj["apiVersion"] = res_.api_version;
-    if (obj["kind"] != res_.kind) {
-      d.error = absl::StrCat(source, ": unexpected kind ", obj["kind"].dump());
-      return d;
-    }
-    meta.erase("resourceVersion");
-    meta.erase("managedFields");
-    d.hash = absl::HashOf(obj.dump());
-    absl::StatusOr<ObjectSet> set = DecodeObject(obj, SourceRef{source, 0, 0});
-    if (!set.ok()) {
-      d.error = std::string(set.status().message());
-      return d;
-    }
-    const size_t n = set->services.size() + set->slices.size() + set->endpoints.size();
-    if (n != 1) {
-      d.error = absl::StrCat(source, ": decoded to ", n, " objects, expected one ", res_.kind);
-      return d;
-    }
-    for (Service& s : set->services) s.meta.resource_version = d.resource_version;
-    for (EndpointSlice& s : set->slices) s.meta.resource_version = d.resource_version;
-    d.objects = std::move(set).value();
-    return d;
-  }
+  Decoded Decode(json& obj) { return DecodeApiObject(obj, res_.kind, res_.api_version); }
 
   void Malformed(const std::string& what) {
     LOG(WARNING) << res_.kind << " skipped: " << what;
@@ -476,8 +419,8 @@ class ResourceWatcher {
           items.push_back(std::move(d));
         }
       }
-      list_rv = StringAt(page, "metadata", "resourceVersion");
-      cont = StringAt(page, "metadata", "continue");
+      list_rv = JsonStringAt(page, "metadata", "resourceVersion");
+      cont = JsonStringAt(page, "metadata", "continue");
       if (cont.empty()) break;
     }
     if (list_rv.empty()) {
@@ -571,20 +514,17 @@ class ResourceWatcher {
 
   // One watch event. Returns false to end the stream (ERROR events).
   bool HandleLine(absl::string_view text) {
-    while (!text.empty() && (text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
-    if (text.empty()) return true;
-    json ev = json::parse(text.begin(), text.end(), nullptr, false);
-    if (!ev.is_object() || !ev.contains("type") || !ev["type"].is_string() ||
-        !ev.contains("object")) {
-      Malformed(absl::StrCat("watch line is not an event (", text.size(), " bytes: ",
-                             text.substr(0, 80), ")"));
+    WatchEvent ev = ParseWatchLine(std::string_view(text.data(), text.size()));
+    if (ev.blank) return true;
+    if (!ev.error.empty()) {
+      Malformed(ev.error);
       return true;
     }
-    const std::string type = ev["type"].get<std::string>();
-    json& obj = ev["object"];
+    const std::string& type = ev.type;
+    json& obj = ev.object;
     if (type == "BOOKMARK") {
       Bump(&K8sApiResourceStats::bookmarks);
-      SetResourceVersion(StringAt(obj, "metadata", "resourceVersion"));
+      SetResourceVersion(JsonStringAt(obj, "metadata", "resourceVersion"));
       progress_ = true;
       return true;
     }

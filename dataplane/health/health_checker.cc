@@ -31,7 +31,10 @@ absl::StatusOr<std::unique_ptr<HealthChecker>> HealthChecker::Create(HealthOptio
   absl::Status status;
   {
     absl::MutexLock lock(&hc->init_mu_);
-    auto ready = [p = hc.get()]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->init_mu_) {
+    // A named local, not an init-capture: clang resolves the annotation's
+    // argument in the enclosing scope.
+    HealthChecker* const p = hc.get();
+    auto ready = [p]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->init_mu_) {
       return p->init_status_.has_value();
     };
     hc->init_mu_.Await(absl::Condition(&ready));

@@ -539,7 +539,7 @@ void FakeApiServer::ServeWatch(Conn& conn, const FakeRequest& req, const std::st
   const std::string selector = req.Param("labelSelector");
   int64_t from = 0;
   int64_t timeout_s = 0;
-  absl::SimpleAtoi(req.Param("timeoutSeconds"), &timeout_s);
+  if (!absl::SimpleAtoi(req.Param("timeoutSeconds"), &timeout_s)) timeout_s = 0;
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::seconds(timeout_s > 0 ? timeout_s : 3600);
   const std::string expired_event =

@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const std::strin
   }
   std::filesystem::remove(socket_path, ec);  // stale socket of a previous kpxd
   std::unique_ptr<AdminServer> s(new AdminServer(socket_path, daemon));
-  s->Routes();
+  InstallAdminRoutes(*s->server_, daemon);
   s->server_->set_address_family(AF_UNIX);
   // Bind with a restrictive umask so the socket is never briefly world-usable.
   mode_t old = umask(0177);
@@ -67,60 +67,60 @@ AdminServer::~AdminServer() {
   std::filesystem::remove(path_, ec);
 }
 
-void AdminServer::Routes() {
+void InstallAdminRoutes(httplib::Server& server, Daemon* daemon) {
   // Runs `fn` on the reconcile loop and replies with its JSON, or 503 when the
   // loop does not answer in time.
-  auto on_loop = [this](httplib::Response& res,
-                        std::function<std::pair<int, nlohmann::json>()> fn) {
+  auto on_loop = [daemon](httplib::Response& res,
+                          std::function<std::pair<int, nlohmann::json>()> fn) {
     auto result = std::make_shared<std::pair<int, nlohmann::json>>();
-    if (!daemon_->loop().RunSync([result, fn] { *result = fn(); }, kLoopTimeout)) {
+    if (!daemon->loop().RunSync([result, fn] { *result = fn(); }, kLoopTimeout)) {
       return Error(res, 503, "kpxd's reconcile loop did not answer within 5s");
     }
     Reply(res, result->first, result->second);
   };
 
-  server_->Get("/v1/version", [this, on_loop](const httplib::Request&, httplib::Response& res) {
-    on_loop(res, [this] { return std::pair{200, daemon_->VersionJson()}; });
+  server.Get("/v1/version", [daemon, on_loop](const httplib::Request&, httplib::Response& res) {
+    on_loop(res, [daemon] { return std::pair{200, daemon->VersionJson()}; });
   });
-  server_->Get("/v1/services", [this, on_loop](const httplib::Request& req, httplib::Response& res) {
+  server.Get("/v1/services", [daemon, on_loop](const httplib::Request& req, httplib::Response& res) {
     std::string name = req.has_param("name") ? req.get_param_value("name") : "";
-    on_loop(res, [this, name] { return daemon_->ServicesJson(name); });
+    on_loop(res, [daemon, name] { return daemon->ServicesJson(name); });
   });
-  server_->Get("/v1/health", [this, on_loop](const httplib::Request& req, httplib::Response& res) {
+  server.Get("/v1/health", [daemon, on_loop](const httplib::Request& req, httplib::Response& res) {
     std::string name = req.has_param("name") ? req.get_param_value("name") : "";
-    on_loop(res, [this, name] { return daemon_->HealthJson(name); });
+    on_loop(res, [daemon, name] { return daemon->HealthJson(name); });
   });
-  server_->Get("/v1/trace", [this, on_loop](const httplib::Request& req, httplib::Response& res) {
+  server.Get("/v1/trace", [daemon, on_loop](const httplib::Request& req, httplib::Response& res) {
     std::string src = req.has_param("src") ? req.get_param_value("src") : "";
     std::string dst = req.has_param("dst") ? req.get_param_value("dst") : "";
-    on_loop(res, [this, src, dst] { return daemon_->TraceJson(src, dst); });
+    on_loop(res, [daemon, src, dst] { return daemon->TraceJson(src, dst); });
   });
-  server_->Get("/v1/stats", [this, on_loop](const httplib::Request&, httplib::Response& res) {
-    on_loop(res, [this] { return std::pair{200, daemon_->StatsJson()}; });
+  server.Get("/v1/stats", [daemon, on_loop](const httplib::Request&, httplib::Response& res) {
+    on_loop(res, [daemon] { return std::pair{200, daemon->StatsJson()}; });
   });
   // Mutations: JSON body in, the affected rules (or an error) out.
-  auto post = [this, on_loop](const char* path,
-                              std::pair<int, nlohmann::json> (Daemon::*handler)(
-                                  const nlohmann::json&)) {
-    server_->Post(path, [this, on_loop, handler](const httplib::Request& req,
+  auto post = [&server, daemon, on_loop](const char* path,
+                                         std::pair<int, nlohmann::json> (Daemon::*handler)(
+                                             const nlohmann::json&)) {
+    server.Post(path, [daemon, on_loop, handler](const httplib::Request& req,
                                                  httplib::Response& res) {
       nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
       if (body.is_discarded() || !body.is_object()) {
         return Error(res, 400, "request body must be a JSON object");
       }
-      on_loop(res, [this, handler, body] { return (daemon_->*handler)(body); });
+      on_loop(res, [daemon, handler, body] { return (daemon->*handler)(body); });
     });
   };
   post("/v1/endpoints", &Daemon::HandleEndpoints);
   post("/v1/drain", &Daemon::HandleDrain);
   post("/v1/apply", &Daemon::HandleApply);
   post("/v1/delete", &Daemon::HandleDelete);
-  server_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.body.empty()) {
       Error(res, res.status, absl::StrCat("no such admin endpoint: ", req.method, " ", req.path));
     }
   });
-  server_->set_payload_max_length(8 << 20);
+  server.set_payload_max_length(8 << 20);
 }
 
 }  // namespace kpx::kpxd

@@ -20,6 +20,11 @@ namespace kpx::kpxd {
 
 class Daemon;
 
+// Registers the admin API's routes on `server`. AdminServer uses it on its
+// socket; the admin fuzzer (tests/fuzz/admin_fuzz.cc) on an in-memory stream.
+// Handlers reach `daemon` through its reconcile loop (LoopQueue::RunSync).
+void InstallAdminRoutes(httplib::Server& server, Daemon* daemon);
+
 class AdminServer {
  public:
   // Binds `socket_path` (removing a stale socket) and serves in a thread.
@@ -29,7 +34,6 @@ class AdminServer {
 
  private:
   AdminServer(std::string path, Daemon* daemon);
-  void Routes();
 
   std::string path_;
   Daemon* daemon_;

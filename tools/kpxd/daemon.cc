@@ -27,7 +27,8 @@ namespace kpx::kpxd {
 using controller::Reconciler;
 using controller::SourceUpdate;
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(
+    DaemonOptions options, std::unique_ptr<dataplane::Dataplane> dataplane) {
   std::unique_ptr<Daemon> d(new Daemon(std::move(options)));
   if (d->loop_.fd() < 0) return absl::InternalError("eventfd for the reconcile loop failed");
   if (d->options_.health) {
@@ -43,7 +44,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(DaemonOptions options) {
     }
     d->health_ = std::move(*checker);
   }
-  KPX_RETURN_IF_ERROR(d->CreateDataplane());
+  if (dataplane != nullptr) {
+    d->dataplane_ = std::move(dataplane);
+  } else {
+    KPX_RETURN_IF_ERROR(d->CreateDataplane());
+  }
 
   if (!d->options_.manifest_dir.empty()) {
     KPX_ASSIGN_OR_RETURN(d->manifests_,

@@ -64,7 +64,10 @@ class HttpEndpoints;
 
 class Daemon {
  public:
-  static absl::StatusOr<std::unique_ptr<Daemon>> Create(DaemonOptions options);
+  // A non-null `dataplane` is used instead of the one options.dataplane
+  // selects (the admin API fuzzer runs the daemon on a FakeDataplane).
+  static absl::StatusOr<std::unique_ptr<Daemon>> Create(
+      DaemonOptions options, std::unique_ptr<dataplane::Dataplane> dataplane = nullptr);
   ~Daemon();
 
   // Runs until SIGTERM/SIGINT arrives on `signal_fd` (a signalfd; SIGHUP
