@@ -1,7 +1,8 @@
 // libFuzzer target: arbitrary frames through both load-balancer programs
 // (kpx_xdp, kpx_tc) with BPF_PROG_TEST_RUN, over a small world (ClusterIP
 // with three backends, a NodePort, a Service with no backends that rejects,
-// a ClientIP-affinity Service). Checks, for every frame and hook:
+// a ClientIP-affinity Service; masquerade on for clients outside the pod
+// CIDR), in a network namespace of its own. Checks, for every frame and hook:
 //   - the return code is one the hook may give (XDP: DROP/PASS/TX/REDIRECT,
 //     never ABORTED; tc: OK/SHOT/REDIRECT);
 //   - a well-formed IPv4/TCP input (both checksums right, not a fragment)
@@ -15,6 +16,7 @@
 // the reason and exits 0. KPX_BPF_FUZZ_WRITE_SEEDS=DIR writes the seed frames
 // (tests/fuzz/corpus/bpf_lb) and exits.
 #include <bpf/bpf.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -79,6 +81,15 @@ absl::Status SetUpWorld(BpfLb& lb) {
       !s.ok())
     return s;
   if (auto s = lb.AddNodeAddr(kNodeAddr); !s.ok()) return s;
+  // Masquerade on (node address, pod CIDR 10.244.0.0/16): clients outside
+  // the CIDR are SNATed, so the SNAT port allocation and reply rewrite run.
+  kpx_config c{};
+  c.abi_version = KPX_ABI_VERSION;
+  c.snat_addr = kNodeAddr;
+  c.cluster_prefix = 16;
+  c.cluster_mask = htonl(~0u << 16);
+  c.cluster_cidr = Ip("10.244.0.0") & c.cluster_mask;
+  if (auto s = lb.SetConfig(c); !s.ok()) return s;
   // XDP answers RSTs with XDP_TX only on listed devices; the test run's
   // ingress device is loopback.
   uint32_t lo = 1;
@@ -229,6 +240,12 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (std::string why = kpx::testing::MissingRootReason(); !why.empty()) {
     std::fprintf(stderr, "bpf_lb_fuzz: skipped: %s\n", why.c_str());
     std::exit(0);
+  }
+  // A fresh network namespace, as the bpf tests use: bpf_fib_lookup then
+  // sees no routes but its own, so outcomes do not depend on the host.
+  if (unshare(CLONE_NEWNET) != 0) {
+    std::fprintf(stderr, "bpf_lb_fuzz: unshare(CLONE_NEWNET): %s\n", strerror(errno));
+    std::exit(1);
   }
   auto lb = BpfLb::Create();
   if (!lb.ok()) {

@@ -32,8 +32,8 @@ void Error(httplib::Response& res, int status, const std::string& message) {
 
 }  // namespace
 
-AdminServer::AdminServer(std::string path, Daemon* daemon)
-    : path_(std::move(path)), daemon_(daemon), server_(std::make_unique<httplib::Server>()) {}
+AdminServer::AdminServer(std::string path)
+    : path_(std::move(path)), server_(std::make_unique<httplib::Server>()) {}
 
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const std::string& socket_path,
                                                                 Daemon* daemon) {
@@ -44,7 +44,7 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const std::strin
     if (ec) return absl::InternalError(absl::StrCat("--admin-socket ", socket_path, ": ", ec.message()));
   }
   std::filesystem::remove(socket_path, ec);  // stale socket of a previous kpxd
-  std::unique_ptr<AdminServer> s(new AdminServer(socket_path, daemon));
+  std::unique_ptr<AdminServer> s(new AdminServer(socket_path));
   InstallAdminRoutes(*s->server_, daemon);
   s->server_->set_address_family(AF_UNIX);
   // Bind with a restrictive umask so the socket is never briefly world-usable.

@@ -33,10 +33,9 @@ class AdminServer {
   ~AdminServer();  // stops serving and removes the socket
 
  private:
-  AdminServer(std::string path, Daemon* daemon);
+  explicit AdminServer(std::string path);
 
   std::string path_;
-  Daemon* daemon_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
 };
