@@ -98,16 +98,30 @@ FlowTrace TraceFlow(const TraceLookups& maps, const FlowTuple& t, uint64_t now_n
     ck.dport = htons(t.dport);
     ck.proto = IPPROTO_TCP;
     tr.conntrack = maps.conntrack(ck);
-    if (tr.conntrack && !(tr.conntrack->flags & KPX_CT_F_REPLY)) {
+    // ct4_closing(): a RST or both FINs seen. The flow is over; a new SYN on
+    // the tuple picks afresh (lb4_forward drops the entry).
+    const bool closing =
+        tr.conntrack && ((tr.conntrack->flags & KPX_CT_F_RST) ||
+                         (tr.conntrack->flags & (KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY)) ==
+                             (KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY));
+    if (closing && !(tr.conntrack->flags & KPX_CT_F_REPLY)) {
+      tr.steps.push_back(absl::StrCat("conntrack: the flow on this 5-tuple closed (",
+                                      tr.conntrack->flags & KPX_CT_F_RST ? "RST" : "both FINs",
+                                      " seen): a new SYN picks afresh"));
+    } else if (tr.conntrack && !(tr.conntrack->flags & KPX_CT_F_REPLY)) {
       tr.backend_id = tr.conntrack->backend_id;
       tr.backend = maps.backend(tr.backend_id);
       uint64_t age = now_ns > tr.conntrack->last_seen_ns ? now_ns - tr.conntrack->last_seen_ns : 0;
       if (tr.backend) {
         tr.decision = FlowTrace::Decision::kConntrack;
         tr.steps.push_back(absl::StrFormat(
-            "conntrack: established flow -> backend id %u = %s (last packet %.1fs ago%s)",
+            "conntrack: established flow -> backend id %u = %s (last packet %.1fs ago%s%s)",
             tr.backend_id, Addr(tr.backend->addr, tr.backend->port), age / 1e9,
-            tr.conntrack->flags & KPX_CT_F_SEEN_REPLY ? ", backend answered" : ""));
+            tr.conntrack->flags & KPX_CT_F_SEEN_REPLY ? ", backend answered" : "",
+            tr.conntrack->flags & KPX_CT_F_SNAT
+                ? absl::StrCat(", masqueraded as ",
+                               Addr(tr.conntrack->snat_addr, tr.conntrack->snat_port))
+                : ""));
         return tr;
       }
       tr.steps.push_back(absl::StrCat("conntrack: entry names backend id ", tr.backend_id,
@@ -117,6 +131,7 @@ FlowTrace TraceFlow(const TraceLookups& maps, const FlowTuple& t, uint64_t now_n
       tr.conntrack.reset();
       tr.steps.push_back("conntrack: no entry for this 5-tuple: a SYN starts a new flow");
     }
+    if (closing) tr.conntrack.reset();
   } else {
     tr.steps.push_back("no source port given: conntrack not consulted");
   }

@@ -148,6 +148,27 @@ TEST_F(FlowTraceTest, ConntrackWinsAndADeadBackendFallsThrough) {
   EXPECT_THAT(tr.steps[1], HasSubstr("removed"));
 }
 
+TEST_F(FlowTraceTest, AClosedFlowsEntryDoesNotDecideANewSyn) {
+  kpx_ct_entry e{};
+  e.backend_id = 3;
+  e.svc_id = 7;
+  e.flags = KPX_CT_F_FIN_FWD | KPX_CT_F_FIN_REPLY;
+  maps_.ct[{Ip("10.0.0.1").be(), Ip("10.96.0.10").be(), htons(40000), htons(80)}] = e;
+  FlowTrace tr = Trace("10.0.0.1", 40000, "10.96.0.10", 80);
+  EXPECT_EQ(tr.decision, FlowTrace::Decision::kMaglev);
+  EXPECT_THAT(tr.steps[1], HasSubstr("closed"));
+  e.flags = KPX_CT_F_RST;
+  maps_.ct[{Ip("10.0.0.1").be(), Ip("10.96.0.10").be(), htons(40000), htons(80)}] = e;
+  EXPECT_EQ(Trace("10.0.0.1", 40000, "10.96.0.10", 80).decision, FlowTrace::Decision::kMaglev);
+  e.flags = KPX_CT_F_FIN_FWD | KPX_CT_F_SNAT;  // half-closed: still established
+  e.snat_addr = Ip("192.168.1.5").be();
+  e.snat_port = htons(61000);
+  maps_.ct[{Ip("10.0.0.1").be(), Ip("10.96.0.10").be(), htons(40000), htons(80)}] = e;
+  tr = Trace("10.0.0.1", 40000, "10.96.0.10", 80);
+  EXPECT_EQ(tr.decision, FlowTrace::Decision::kConntrack);
+  EXPECT_THAT(tr.steps[1], HasSubstr("masqueraded as 192.168.1.5:61000"));
+}
+
 TEST_F(FlowTraceTest, FreshAffinityPinWinsExpiredOneIsRepicked) {
   maps_.services[{Ip("10.96.0.10").be(), htons(80)}].flags = KPX_SVC_F_AFFINITY;
   maps_.services[{Ip("10.96.0.10").be(), htons(80)}].affinity_timeout_s = 10;
