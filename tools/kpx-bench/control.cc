@@ -223,11 +223,14 @@ absl::Status MeasureKpx(Context& ctx, const ControlOptions& o, const fs::path& w
     // A result, like a peer's timeout: recorded, and larger S are skipped.
     *timed_out = true;
     nlohmann::json st = watch.Read();
-    ctx.report->AddNote(absl::StrFormat(
-        "control: kpx-%s did not program S=%d within %.0f s (--peer-timeout; %d of %d files loaded, "
-        "in_sync=%s, sync_errors=%d); not measured at this or larger S",
-        dp, services, o.peer_timeout_s, Field(st, "files"), services, st.value("in_sync", false) ? "true" : "false",
-        Field(st, "sync_errors")));
+    std::string state = st.empty() ? "no status yet: the initial sync was still running"
+                                   : absl::StrFormat("%d of %d files loaded, in_sync=%s, sync_errors=%d",
+                                                     Field(st, "files"), services,
+                                                     st.value("in_sync", false) ? "true" : "false",
+                                                     Field(st, "sync_errors"));
+    ctx.report->AddNote(absl::StrFormat("control: kpx-%s did not program S=%d within %.0f s (--peer-timeout; %s); "
+                                        "not measured at this or larger S",
+                                        dp, services, o.peer_timeout_s, state));
     cleanup(pid);
     return absl::OkStatus();
   }
