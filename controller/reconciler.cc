@@ -178,7 +178,11 @@ absl::Status Reconciler::Sync(const ObjectStore::ServiceSet& services) {
 }
 
 absl::Status Reconciler::Resync() {
-  return Program(Diff(desired_, applied_), absl::Now());
+  TableDiff diff = Diff(desired_, applied_);
+  for (const FrontendKey& key : uncertain_) {
+    if (!desired_.contains(key) && !applied_.contains(key)) diff.removals.push_back(key);
+  }
+  return Program(std::move(diff), absl::Now());
 }
 
 absl::Status Reconciler::Program(TableDiff diff, absl::Time start) {
@@ -193,14 +197,22 @@ absl::Status Reconciler::Program(TableDiff diff, absl::Time start) {
   stats_.last_sync_time = absl::Now();
   if (!status.ok()) {
     ++stats_.sync_errors;
+    if (absl::IsResourceExhausted(status)) ++stats_.capacity_errors;
+    stats_.last_error = std::string(status.message());
+    for (const ServiceRule& rule : diff.upserts) uncertain_.insert(rule.frontend);
+    for (const FrontendKey& key : diff.removals) uncertain_.insert(key);
     dirty_all_ = true;
     return status;
   }
   ++stats_.syncs;
   stats_.last_success_time = stats_.last_sync_time;
+  stats_.last_error.clear();
   stats_.endpoint_changes += diff.size();
   if (sync_observer_) sync_observer_(stats_.last_sync_duration);
   ApplyDiff(diff, &applied_);
+  // Only a Resync runs while uncertain_ is non-empty (dirty_all_), and its
+  // diff covered every uncertain frontend.
+  uncertain_.clear();
   dirty_all_ = false;
   VLOG(1) << "programmed " << diff.upserts.size() << " upserts, " << diff.removals.size()
           << " removals in " << absl::FormatDuration(stats_.last_sync_duration);

@@ -27,6 +27,10 @@ namespace kpx::controller {
 struct ReconcilerStats {
   uint64_t syncs = 0;              // Apply calls that succeeded
   uint64_t sync_errors = 0;        // Apply calls that failed (retried by Resync)
+  // Of those, the ones the dataplane refused for lack of room (a full BPF
+  // map: ResourceExhausted). Existing rules keep serving meanwhile.
+  uint64_t capacity_errors = 0;
+  std::string last_error;          // of the last failed Apply; "" once one succeeds
   uint64_t endpoint_changes = 0;   // upserts + removals sent
   uint64_t service_changes = 0;    // Services re-translated because a source changed them
   absl::Duration last_sync_duration;  // translate + diff + Apply of the last sync
@@ -121,6 +125,11 @@ class Reconciler {
   ServiceTable desired_;
   ServiceTable applied_;
   bool dirty_all_ = false;  // an Apply failed: applied_ may lag desired_
+  // Frontends of failed Applies: the dataplane may have programmed some of
+  // those operations (Apply continues past a failing one), so applied_ does
+  // not know whether they exist there. Resync removes the ones no longer
+  // desired even if applied_ never had them (removals are idempotent).
+  absl::btree_set<FrontendKey> uncertain_;
   ReconcilerStats stats_;
   std::vector<std::string> warnings_;
   std::function<void(absl::Duration)> sync_observer_;

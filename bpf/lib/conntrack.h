@@ -141,6 +141,25 @@ KPX_INLINE void ct4_create(const struct kpx_pkt *p, const struct kpx_backend *be
 	bpf_map_update_elem(&kpx_ct, &k, &e, BPF_ANY);
 }
 
+/* Forward hit of a live flow (entry e, backend be_addr:be_port): makes sure
+ * the reverse entry exists, re-creating it if the LRU evicted it (replies
+ * would otherwise leave un-NATed and the client would reset the flow). The
+ * lookup also marks the entry referenced, which keeps a live flow's reverse
+ * entry off the LRU's eviction list. One lookup per forwarded packet. */
+KPX_INLINE void ct4_ensure_reply(const struct kpx_ct_entry *e, __be32 be_addr, __be16 be_port,
+				 __u8 proto)
+{
+	struct kpx_ct_key k;
+	struct kpx_ct_entry r;
+
+	ct4_reverse_key(e, be_addr, be_port, proto, &k);
+	if (bpf_map_lookup_elem(&kpx_ct, &k))
+		return;
+	r = *e;
+	r.flags |= KPX_CT_F_REPLY;
+	bpf_map_update_elem(&kpx_ct, &k, &r, BPF_NOEXIST);
+}
+
 struct ct4_snat_probe {
 	struct kpx_ct_key k;
 	struct kpx_ct_entry e;

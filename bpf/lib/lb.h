@@ -218,6 +218,8 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 			if (flags & (KPX_TCP_FIN | KPX_TCP_RST)) {
 				ct4_reverse_key(e, be->addr, be->port, p->proto, &rk);
 				ct4_track_close(e, &rk, flags, KPX_CT_F_FIN_FWD, now);
+			} else if (!ct4_closing(e)) {
+				ct4_ensure_reply(e, be->addr, be->port, p->proto);
 			}
 			lb4_set_nat(d, KPX_A_DNAT, KPX_V_CT_HIT, be->addr, be->port);
 			if (e->flags & KPX_CT_F_SNAT) {
@@ -236,11 +238,16 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 			return;
 		}
 		/* Tuple reused after its backend went away: a new flow. */
-	} else if (!syn) {
-		/* Mid-flow packet we never saw start (e.g. opened before kpx
-		 * ran): not ours, the kernel decides. */
+	} else if (flags & KPX_TCP_RST) {
+		/* A reset of a flow we do not track: nothing to keep alive. */
 		return;
 	}
+	/* !e && !syn: a mid-flow packet without an entry. The LRU evicted it
+	 * (a SYN flood churns kpx_ct), or the flow predates kpx. Passing it
+	 * would break the flow (nothing else serves the VIP); Maglev picks the
+	 * same backend while the backend set is unchanged, so re-pick and
+	 * re-create both entries, as for a SYN (not when masqueraded: a new
+	 * SNAT port would be a different flow to the backend). */
 
 	d->svc_id = svc->id;
 	if (svc->backend_count == 0) {
@@ -250,6 +257,8 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 	}
 	cfg = lb4_config();
 	masq = lb4_masq(p->saddr, svc, cfg);
+	if (masq && !syn)
+		return;
 	if (masq && defer_masq) {
 		d->action = KPX_A_DEFER;
 		return;

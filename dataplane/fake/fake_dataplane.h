@@ -20,6 +20,7 @@ class FakeDataplane : public Dataplane {
     if (!fail_next_.ok()) {
       absl::Status s = fail_next_;
       fail_next_ = absl::OkStatus();
+      if (fail_after_applying_) controller::ApplyDiff(diff, &table_);
       return s;
     }
     controller::ApplyDiff(diff, &table_);
@@ -27,8 +28,14 @@ class FakeDataplane : public Dataplane {
   }
   DataplaneStats Stats() const override { return {}; }
 
-  // The next Apply records its diff, changes nothing and returns `s`.
-  void FailNextApply(absl::Status s) { std::lock_guard lock(mu_); fail_next_ = std::move(s); }
+  // The next Apply records its diff, changes nothing (or, with
+  // `after_applying`, everything: a real dataplane may get part of a diff
+  // done before an operation fails) and returns `s`.
+  void FailNextApply(absl::Status s, bool after_applying = false) {
+    std::lock_guard lock(mu_);
+    fail_next_ = std::move(s);
+    fail_after_applying_ = after_applying;
+  }
   std::vector<controller::TableDiff> diffs() const { std::lock_guard lock(mu_); return diffs_; }
   controller::ServiceTable table() const { std::lock_guard lock(mu_); return table_; }
   void ClearDiffs() { std::lock_guard lock(mu_); diffs_.clear(); }
@@ -38,6 +45,7 @@ class FakeDataplane : public Dataplane {
   std::vector<controller::TableDiff> diffs_;
   controller::ServiceTable table_;
   absl::Status fail_next_;
+  bool fail_after_applying_ = false;
 };
 
 }  // namespace kpx::dataplane

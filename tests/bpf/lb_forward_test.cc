@@ -151,10 +151,36 @@ TEST_P(LbForwardTest, ReplyFromBackendIsReverseNatedToVip) {
   EXPECT_EQ(lb().SvcStats(kSvcId).packets, 3u);
 }
 
-TEST_P(LbForwardTest, MidFlowPacketWithoutConntrackIsNotTouched) {
+// The LRU may evict a live flow's entries (a SYN flood churns kpx_ct): a
+// mid-flow packet without one is re-picked (Maglev: the same backend while
+// the set is unchanged) and both entries are re-created, so replies are
+// reverse-NATed again. A RST of an untracked flow is left alone.
+TEST_P(LbForwardTest, MidFlowPacketWithoutConntrackIsRepickedAndTracked) {
   SetUpBasicWorld(lb());
-  Bytes in = BuildTcp(ToVip(40004, kAck | kPsh));
-  Step("ack", in, {Action::kPass, in, V{{KPX_V_PASS_NON_SERVICE, 1}}});
+  uint32_t be = MaglevPick(kTable, kClient, kVip, 40004, kVipPort);
+  TcpSpec ack = ToVip(40004, kAck | kPsh);
+  ack.payload.assign(50, 'a');
+  Step("ack", BuildTcp(ack),
+       {Action::kPass, BuildTcp(Dnat(ack, be)), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
+  kpx_ct_key fk = CtKey(kClient, kVip, 40004, kVipPort);
+  kpx_ct_entry fe{};
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &fk, &fe), 0);
+  EXPECT_EQ(fe.backend_id, be);
+  kpx_ct_key rk = CtKey(kBackendAddr[be], kClient, kBackendPort, 40004);
+  kpx_ct_entry re{};
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &rk, &re), 0);
+  EXPECT_EQ(re.flags & KPX_CT_F_REPLY, KPX_CT_F_REPLY);
+
+  // Only the reverse entry evicted: the next forward packet restores it.
+  ASSERT_EQ(bpf_map_delete_elem(lb().ct_fd(), &rk), 0);
+  Step("ack again", BuildTcp(ack),
+       {Action::kPass, BuildTcp(Dnat(ack, be)), V{{KPX_V_CT_HIT, 1}, {KPX_V_PASS_STACK, 1}}});
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &rk, &re), 0);
+  EXPECT_EQ(re.flags & KPX_CT_F_REPLY, KPX_CT_F_REPLY);
+  EXPECT_EQ(re.vip, kVip);
+
+  Bytes rst = BuildTcp(ToVip(40099, kRst | kAck));
+  Step("rst", rst, {Action::kPass, rst, V{{KPX_V_PASS_NON_SERVICE, 1}}});
 }
 
 TEST_P(LbForwardTest, NodePortMatchesOnlyNodeAddresses) {

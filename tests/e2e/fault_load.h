@@ -177,6 +177,10 @@ class EchoFlows {
   int opened() const { return opened_; }
   int broken() const { return broken_; }
   long round_trips() const { return round_trips_; }
+  std::string first_error() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return errors_;
+  }
   bool WaitMoreRoundTrips(long n, Ms limit = Ms(5000)) const {
     long target = round_trips_ + n;
     auto deadline = Clock::now() + limit;
@@ -204,14 +208,24 @@ class EchoFlows {
         std::string got;
         char buf[256];
         bool ok = SendAll(fd, msg.data(), msg.size());
+        std::string why = ok ? "" : std::string("send: ") + strerror(errno);
         while (ok && got.size() < msg.size()) {
           ssize_t r = recv(fd, buf, std::min(sizeof(buf), msg.size() - got.size()), 0);
-          if (r <= 0) ok = false;
+          if (r < 0 && errno == EINTR) continue;
+          if (r <= 0) {
+            ok = false;
+            why = r == 0 ? "recv: EOF" : std::string("recv: ") + strerror(errno);
+          }
           if (r > 0) got.append(buf, r);
         }
         if (ok && got == msg) {
           ++round_trips_;
         } else {
+          if (why.empty()) why = "echo differs";
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            if (errors_.empty()) errors_ = why;
+          }
           ++broken_;
           close(fd);
           fd = -1;
@@ -224,6 +238,8 @@ class EchoFlows {
     }
   }
 
+  mutable std::mutex mu_;
+  std::string errors_;  // why the first flow broke
   std::atomic<int> opened_{0}, broken_{0};
   std::atomic<long> round_trips_{0};
   std::atomic<bool> stop_{false}, started_{false};

@@ -134,11 +134,37 @@ TEST(Reconciler, DataplaneErrorKeepsDesiredAndResyncCatchesUp) {
   EXPECT_TRUE(r.applied().empty());
   EXPECT_THAT(r.desired(), SizeIs(1));
   EXPECT_EQ(r.stats().sync_errors, 1u);
+  EXPECT_EQ(r.stats().capacity_errors, 0u);
+  EXPECT_EQ(r.stats().last_error, "map full");
+  // A full map is counted apart.
+  dp.FailNextApply(absl::ResourceExhaustedError("kpx_services is full"));
+  EXPECT_FALSE(r.Resync().ok());
+  EXPECT_EQ(r.stats().sync_errors, 2u);
+  EXPECT_EQ(r.stats().capacity_errors, 1u);
+  EXPECT_EQ(r.stats().last_error, "kpx_services is full");
   // A later unrelated change must also carry the failed frontend.
   ASSERT_TRUE(r.Update("db.yaml", ServiceWithBackends("db", "10.96.0.2", {"10.0.0.2"})).ok());
   EXPECT_TRUE(r.in_sync());
+  EXPECT_EQ(r.stats().last_error, "");
   EXPECT_THAT(dp.table(), SizeIs(2));
   EXPECT_EQ(r.applied(), r.desired());
+}
+
+// A failed Apply may still have programmed part of its diff (MapWriter and
+// the io_uring proxy continue past a failing operation). A frontend added by
+// such an Apply and deleted before the retry must still be removed.
+TEST(Reconciler, FrontendOfAPartlyFailedApplyIsRemovedWhenDeleted) {
+  dataplane::FakeDataplane dp;
+  Reconciler r({"node-a", ""}, &dp);
+  ASSERT_TRUE(r.Update("web.yaml", ServiceWithBackends("web", "10.96.0.1", {"10.0.0.1"})).ok());
+  dp.FailNextApply(absl::ResourceExhaustedError("kpx_services is full"), /*after_applying=*/true);
+  EXPECT_FALSE(r.Update("db.yaml", ServiceWithBackends("db", "10.96.0.2", {"10.0.0.2"})).ok());
+  ASSERT_THAT(dp.table(), SizeIs(2));  // db made it into the dataplane anyway
+  ASSERT_THAT(r.applied(), SizeIs(1));
+  ASSERT_TRUE(r.RemoveSource("db.yaml").ok());
+  EXPECT_TRUE(r.in_sync());
+  EXPECT_EQ(dp.table(), r.desired()) << "db leaked in the dataplane";
+  EXPECT_THAT(dp.table(), SizeIs(1));
 }
 
 TEST(Reconciler, HealthOverlayMarksBackendDownAndBack) {

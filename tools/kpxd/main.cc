@@ -48,6 +48,13 @@ DEFINE_string(xdp_mode, "auto", "XDP attach mode: auto (native, else generic)|na
 DEFINE_int32(maglev_table_size, KPX_MAGLEV_M_DEFAULT,
              "Upper bound of a Service's Maglev lookup table (prime); each Service uses the "
              "smallest listed prime >= 100 x its backends, up to this");
+// Map sizes apply when kpxd creates the maps; pinned maps keep theirs (a
+// change needs `kpxd --cleanup`, which interrupts traffic).
+DEFINE_uint32(bpf_max_frontends, 0, "kpx_services entries: Service frontends (0 = KPX_MAX_FRONTENDS)");
+DEFINE_uint32(bpf_max_backends, 0, "kpx_backends slots: distinct backend ip:ports + 1 (0 = KPX_MAX_BACKENDS)");
+DEFINE_uint32(bpf_max_services, 0, "kpx_maglev / kpx_svc_stats slots: frontends + 1 (0 = KPX_MAX_SERVICES)");
+DEFINE_uint32(bpf_conntrack_size, 0, "kpx_ct LRU entries, two per flow (0 = KPX_CT_MAX)");
+DEFINE_uint32(bpf_affinity_size, 0, "kpx_affinity LRU entries (0 = KPX_AFFINITY_MAX)");
 DEFINE_string(bpf_pin_dir, "", "Where kpx's BPF maps and links are pinned (default /sys/fs/bpf/kpx/v2, the ABI version; a kpxd refuses to start over another version's pins and names the --cleanup to run)");
 DEFINE_bool(health_checks, true,
             "Probe backends and take failing ones out of rotation (EndpointSlice readiness "
@@ -252,6 +259,11 @@ int main(int argc, char** argv) {
               << KPX_MAGLEV_M_MAX;
   }
   opts.xdp.maglev_max_m = FLAGS_maglev_table_size;
+  opts.xdp.map_sizes = {.frontends = FLAGS_bpf_max_frontends,
+                        .backends = FLAGS_bpf_max_backends,
+                        .services = FLAGS_bpf_max_services,
+                        .conntrack = FLAGS_bpf_conntrack_size,
+                        .affinity = FLAGS_bpf_affinity_size};
   if (!FLAGS_cluster_cidr.empty()) {
     auto cidr = kpx::xdp::ParseIpv4Cidr(FLAGS_cluster_cidr);
     if (!cidr.ok()) KPXD_FAIL << "--cluster-cidr: " << cidr.status().message();
