@@ -53,8 +53,10 @@ struct HealthSpec {
   int fall = 2;
   // Not settable per Service (no annotation): node-wide tuning.
   absl::Duration suspect_interval = absl::Milliseconds(100);  // Suspect, and rising from Down
-  absl::Duration down_backoff = absl::Seconds(1);              // first probe gap once Down
-  absl::Duration down_backoff_max = absl::Seconds(30);         // doubling stops here
+  // Down: probes back off (a dead pod costs little) but stay frequent enough
+  // that a restarted pod is back within ~0.5-5 s (HAProxy's downinter = inter).
+  absl::Duration down_backoff = absl::Milliseconds(500);       // first probe gap once Down
+  absl::Duration down_backoff_max = absl::Seconds(5);          // doubling stops here
   double jitter = 0.2;  // +- fraction applied to healthy and down gaps
 
   // The port a probe connects to for a backend on `backend_port`.
@@ -80,8 +82,8 @@ struct HealthFlags {
   int32_t rise = 2;
   int32_t fall = 2;
   std::string suspect_interval = "100ms";
-  std::string down_backoff = "1s";
-  std::string down_backoff_max = "30s";
+  std::string down_backoff = "500ms";
+  std::string down_backoff_max = "5s";
   double jitter = 0.2;
 };
 // The node-wide default spec; an error names the flag and the value.

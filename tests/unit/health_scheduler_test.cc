@@ -366,15 +366,17 @@ TEST(HealthSchedulerTest, DownBacksOffThenRecoversQuickly) {
   auto starts = sim.StartsOf(0);
   size_t first_down = 0;
   while (first_down < starts.size() && starts[first_down] < sim.changes[0].at) ++first_down;
-  // Gaps after the probe that took it down: 1, 2, 4, 8, 16, 30, 30 s (+-20 %).
-  const int want[] = {1, 2, 4, 8, 16, 30};
+  // Gaps after the probe that took it down: 0.5, 1, 2, 4, 5, 5 s (+-20 %).
+  const int want_ms[] = {500, 1000, 2000, 4000, 5000, 5000};
   ASSERT_GE(starts.size(), first_down + 6);
   for (int i = 0; i < 6; ++i) {
     const absl::Duration gap = starts[first_down + i] - starts[first_down + i - 1];
-    EXPECT_GE(gap, absl::Seconds(want[i]) * 0.8) << i;
-    EXPECT_LE(gap, absl::Seconds(want[i]) * 1.2) << i;
+    EXPECT_GE(gap, absl::Milliseconds(want_ms[i]) * 0.8) << i;
+    EXPECT_LE(gap, absl::Milliseconds(want_ms[i]) * 1.2) << i;
   }
-  EXPECT_LE(starts.size(), first_down + 8u) << "no more than the backoff allows";
+  // 7.5 s of doubling, then at most one probe per 4 s (5 s - 20 %) for the rest of 100 s.
+  EXPECT_LE(starts.size(), first_down + 4u + 24u) << "no more than the backoff allows";
+  EXPECT_GE(starts.size(), first_down + 4u + 16u) << "the cap keeps probing a dead pod";
 }
 
 TEST(HealthSchedulerTest, TokenBucketCapsProbesPerSecond) {

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "controller/base/latest_file_writer.h"
 #include "controller/base/loop_queue.h"
 #include "controller/base/prometheus_text.h"
 #include "controller/base/sync_health.h"
@@ -131,6 +132,7 @@ class Daemon {
   };
   absl::flat_hash_map<controller::BackendAddr, HealthChange> health_changes_;
   std::unique_ptr<dataplane::Dataplane> dataplane_;
+  std::unique_ptr<LatestFileWriter> status_writer_;  // --status-file, off the loop
   uring::UringProxy* uring_ = nullptr;  // dataplane_ when it is the io_uring proxy
   std::string fallback_reason_;         // why --dataplane=auto did not use XDP
   std::unique_ptr<controller::Reconciler> reconciler_;

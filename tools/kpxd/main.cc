@@ -65,6 +65,14 @@ DEFINE_string(health_interval, "300ms", "Default probe interval (jittered +-20%)
 DEFINE_string(health_timeout, "200ms", "Default probe timeout");
 DEFINE_int32(health_rise, 2, "Consecutive successes that bring a backend back");
 DEFINE_int32(health_fall, 2, "Consecutive failures that take a backend out");
+DEFINE_string(health_suspect_interval, "100ms",
+              "Gap before the confirming probe after a failure (HAProxy's fastinter), and between "
+              "probes of a Down backend that answered again");
+DEFINE_string(health_down_backoff, "500ms",
+              "First probe gap once a backend is Down; doubles per failed probe (HAProxy's downinter)");
+DEFINE_string(health_down_backoff_max, "5s",
+              "Cap of the Down back-off: a pod that comes back is in rotation at most this + rise x "
+              "--health-suspect-interval later");
 DEFINE_string(netns, "",
               "Enter network namespace /run/netns/NAME before anything else (labs and tests; "
               "unlike `ip netns exec` it keeps the host's mount namespace, so /sys/fs/bpf pins "
@@ -282,6 +290,13 @@ int main(int argc, char** argv) {
   if (FLAGS_health_rise < 1 || FLAGS_health_fall < 1) KPXD_FAIL << "--health-rise/--health-fall must be >= 1";
   opts.health_defaults.rise = FLAGS_health_rise;
   opts.health_defaults.fall = FLAGS_health_fall;
+  opts.health_defaults.suspect_interval = DurationFlag("health-suspect-interval", FLAGS_health_suspect_interval);
+  opts.health_defaults.down_backoff = DurationFlag("health-down-backoff", FLAGS_health_down_backoff);
+  opts.health_defaults.down_backoff_max = DurationFlag("health-down-backoff-max", FLAGS_health_down_backoff_max);
+  if (opts.health_defaults.down_backoff_max < opts.health_defaults.down_backoff) {
+    KPXD_FAIL << "--health-down-backoff-max=" << FLAGS_health_down_backoff_max << " is below --health-down-backoff="
+              << FLAGS_health_down_backoff;
+  }
   opts.status_file = FLAGS_status_file;
   opts.admin_socket = FLAGS_admin_socket;
   opts.state_dir = FLAGS_state_dir;
