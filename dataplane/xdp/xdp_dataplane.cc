@@ -210,6 +210,7 @@ absl::Status XdpDataplane::Attach(const std::vector<NetInterface>& ifaces) {
       return s;
     }
     if (!had) created_tc.push_back(ifindex);
+    tc_at_start_.push_back(ifindex);
   }
   LOG(INFO) << "xdp: XDP on [" << absl::StrJoin(xdp_ifnames_, ", ") << "], tc on ["
             << absl::StrJoin(tc_names, ", ") << "], pinned under " << options_.pin_dir;
@@ -405,8 +406,10 @@ void XdpDataplane::OnLink(const LinkEvent& ev) {
   }
   auto it = veths_.find(ev.ifindex);
   if (it != veths_.end() && it->second == ev.name) return;  // a state change of a known veth
-  // Explicitly listed ones were attached by Create(); attaching again
-  // replaces the filter in place, so no special case.
+  if (std::find(tc_at_start_.begin(), tc_at_start_.end(), ev.ifindex) != tc_at_start_.end()) {
+    veths_[ev.ifindex] = ev.name;  // Attach() did it (the start-up dump reports it again)
+    return;
+  }
   if (absl::Status s = AttachTc(programs_->tc_prog_fd(), ev.name, ev.ifindex); !s.ok()) {
     // The veth may already be gone again (pod deleted at once).
     LOG(WARNING) << "xdp: attaching tc to new veth " << ev.name << ": " << s;

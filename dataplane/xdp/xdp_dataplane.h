@@ -163,6 +163,7 @@ class XdpDataplane final : public dataplane::Dataplane {
   std::unique_ptr<BpfMaps> maps_;
   std::vector<std::string> xdp_ifnames_;
   std::vector<XdpAttachment> xdp_attachments_;
+  std::vector<int> tc_at_start_;  // ifindexes Attach() gave tc (read-only afterwards)
   std::vector<Ipv4> node_addresses_;
   AdoptionSummary adoption_;
 
