@@ -477,12 +477,27 @@ TEST_P(UringRelayE2e, IdleTimeoutClosesIdleConnectionsOnly) {
   int idle = Connect(kVip, kPort);
   ASSERT_GE(idle, 0);
   ASSERT_EQ(ReadLine(idle), "127.0.0.2");
+  // The sweep closes it after 1 s plus at most one 250 ms tick. The bound is
+  // the socket's receive timeout, 15 s: a worker pinned to a CPU that a
+  // loaded machine (load 15-18, I/O pressure) takes away can be seconds late,
+  // and late is not lost. A lost close fails the same way as before, and the
+  // message then says which one it was: whether the proxy still counts the
+  // connection (never swept) and whether its workers still serve a new one.
+  SetTimeouts(idle, absl::Seconds(15));
   const absl::Time start = absl::Now();
   char ch;
-  EXPECT_EQ(recv(idle, &ch, 1, 0), 0) << "expected EOF from the idle timeout: " << strerror(errno);
+  const ssize_t n = recv(idle, &ch, 1, 0);
+  const int err = errno;
   const absl::Duration took = absl::Now() - start;
+  if (n != 0) {
+    ADD_FAILURE() << "no EOF from the idle timeout after " << took << " (recv " << n << ": "
+                  << strerror(err) << "); the proxy counts "
+                  << FrontendStatsFor(kVip, kPort).active
+                  << " active connection(s); a new connection is answered by \""
+                  << WhoAnswers(kVip, kPort) << "\"";
+  }
   EXPECT_GE(took, absl::Milliseconds(900));
-  EXPECT_LT(took, absl::Seconds(5));
+  EXPECT_LT(took, absl::Seconds(15));
   close(idle);
   EXPECT_TRUE(proxy_->WaitIdle(absl::Seconds(3)));
   // The busy connection's directions and the idle one's greeting.
