@@ -750,10 +750,20 @@ void Worker::MaybeForwardFin(Conn* c, int f) {
   if (c->flow[0].done && c->flow[1].done) CloseGracefully(c);
 }
 
+// io_uring resolves a request's descriptor when the request is submitted,
+// not when it is prepared: a recv or poll prepared in this batch for a socket
+// we are about to close must reach the kernel first, or another thread's
+// accept/socket could reuse the number and the request would run on a
+// different connection's socket.
+void Worker::SubmitBeforeClose() {
+  if (io_uring_sq_ready(ring()) > 0) io_uring_submit(ring());
+}
+
 void Worker::Reject(Conn* c) {
   c->config->shared->rejected.fetch_add(1, std::memory_order_relaxed);
   c->state = State::kClosing;
   SetLingerZero(c->client_fd);  // the client sees a reset at once, not a hang
+  SubmitBeforeClose();
   close(c->client_fd);
   c->client_fd = -1;
   if (c->backend_fd >= 0) close(c->backend_fd);
@@ -782,6 +792,7 @@ void Worker::Abort(Conn* c, bool reset) {
   }
   // Requests hold their own file references: the FIN or RST goes out when
   // the last of them is cancelled.
+  SubmitBeforeClose();
   if (c->client_fd >= 0) close(c->client_fd);
   if (c->backend_fd >= 0) close(c->backend_fd);
   c->client_fd = c->backend_fd = -1;
@@ -791,6 +802,7 @@ void Worker::Abort(Conn* c, bool reset) {
 
 void Worker::CloseGracefully(Conn* c) {
   c->state = State::kClosing;
+  SubmitBeforeClose();
   close(c->client_fd);
   close(c->backend_fd);
   c->client_fd = c->backend_fd = -1;

@@ -212,6 +212,7 @@ class Worker {
   std::unique_ptr<UringRing> ring_;
   std::unique_ptr<BufferRing> bufs_;
   io_uring* ring() { return ring_->get(); }
+  void SubmitBeforeClose();  // before close() of a socket this batch may name
 
   __kernel_timespec connect_ts_{};
   __kernel_timespec tick_ts_{};

@@ -36,8 +36,10 @@ TEST_F(FaultFdTest, AcceptBacksOffWhenOutOfDescriptorsAndRecovers) {
 
   // Idle keep-alive connections until kpxd has no descriptor left; the
   // surplus waits in the listen backlog (connect succeeds, nothing answers).
+  // A connect that times out on a loaded machine is retried (bounded): what
+  // matters is that 40 connections are held, not that each made it first time.
   InNetns(Prefix() + "client", [&] {
-    for (int i = 0; i < 40; ++i) {
+    for (int attempt = 0; attempt < 80 && idle_.size() < 40; ++attempt) {
       int fd = ConnectTimeout(kVip, 5000, 2000);
       if (fd >= 0) idle_.push_back(fd);
     }
@@ -81,10 +83,14 @@ TEST_F(FaultFdTest, AcceptBacksOffWhenOutOfDescriptorsAndRecovers) {
   ASSERT_TRUE(first.has_value());
   long resume = MsBetween(freed, *first);
   load.Stop();
+  // Requests that raced the release (kpxd still closing the idle pairs, so
+  // still out of descriptors) may be reset; once one succeeded, none may fail.
+  const int failed_after_resume = load.FailedBetween(*first, Clock::now());
   std::cerr << "fd exhaustion: descriptors freed -> first success " << resume << " ms; after: "
-            << load.Summary() << "\n";
+            << load.Summary() << "; failed after the first success: " << failed_after_resume << "\n";
   EXPECT_LT(resume, 1000);
-  EXPECT_EQ(load.failed(), 0) << load.Summary();
+  EXPECT_EQ(failed_after_resume, 0) << load.Summary();
+  EXPECT_LE(load.failed(), 2) << "more than the release race explains: " << load.Summary();
 }
 
 }  // namespace

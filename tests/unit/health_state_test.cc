@@ -140,16 +140,17 @@ TEST(ProbeGapTest, SuspectProbesFast) {
 }
 
 TEST(ProbeGapTest, DownBacksOffDoublingToTheCap) {
-  HealthSpec spec;  // 1 s doubling to 30 s
+  HealthSpec spec;  // 500 ms doubling to 5 s
   BackendHealth h;
   h.OnProbe(false, spec);
   h.OnProbe(false, spec);
   ASSERT_FALSE(h.up());
-  const int want_s[] = {1, 2, 4, 8, 16, 30, 30, 30};
-  for (int want : want_s) {
-    EXPECT_EQ(h.NextGap(spec, 0.5), absl::Seconds(want)) << "level " << h.backoff_level();
-    EXPECT_GE(h.NextGap(spec, 0.0), absl::Seconds(want) * 0.8);
-    EXPECT_LE(h.NextGap(spec, 0.9999), absl::Seconds(want) * 1.2);
+  const int want_ms[] = {500, 1000, 2000, 4000, 5000, 5000, 5000};
+  for (int ms : want_ms) {
+    const absl::Duration want = absl::Milliseconds(ms);
+    EXPECT_EQ(h.NextGap(spec, 0.5), want) << "level " << h.backoff_level();
+    EXPECT_GE(h.NextGap(spec, 0.0), want * 0.8);
+    EXPECT_LE(h.NextGap(spec, 0.9999), want * 1.2);
     h.OnProbe(false, spec);
   }
   // First success while Down: confirm rise fast, not at the backoff.
@@ -159,7 +160,7 @@ TEST(ProbeGapTest, DownBacksOffDoublingToTheCap) {
   EXPECT_TRUE(h.OnProbe(true, spec));
   h.OnProbe(false, spec);
   h.OnProbe(false, spec);
-  EXPECT_EQ(h.NextGap(spec, 0.5), absl::Seconds(1));
+  EXPECT_EQ(h.NextGap(spec, 0.5), spec.down_backoff);
 }
 
 TEST(ProbeGapTest, DownIsNeverProbedMoreOftenThanHealthy) {
