@@ -8,32 +8,6 @@
 namespace kpx::e2e {
 namespace {
 
-constexpr char kEchoVip[] = "10.96.9.9";
-
-const char kEchoService[] = R"(apiVersion: v1
-kind: Service
-metadata: {name: tcp, namespace: default}
-spec:
-  clusterIP: 10.96.9.9
-  ports:
-  - {name: echo, port: 5001}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: tcp-1
-  namespace: default
-  labels: {kubernetes.io/service-name: tcp}
-addressType: IPv4
-ports:
-- {name: echo, port: 5001}
-endpoints:
-- addresses: [10.244.1.2]
-- addresses: [10.244.2.2]
-- addresses: [10.244.3.2]
-- addresses: [10.244.3.3]
-)";
-
 // DataplaneArgs() also runs in the forked kpxd child, where getpid() differs:
 // the fixture computes the pin directory once, in the test process.
 std::string PinDir() { return absl::StrFormat("/sys/fs/bpf/kpxf-kill-%d", getpid()); }
@@ -57,7 +31,7 @@ class FaultKillXdpTest : public KpxdLabFixture {
 
 TEST_F(FaultKillXdpTest, Kill9UnderLoadLosesNoConnection) {
   CopyExample("flask.yaml");
-  WriteManifest("tcp.yaml", kEchoService);
+  WriteManifest("tcp.yaml", EchoServiceManifest(kAllPodIps));
   StartKpxd();
   EchoFlows flows(Prefix() + "client", kEchoVip, 5001, 16);
   ASSERT_EQ(flows.opened(), 16);

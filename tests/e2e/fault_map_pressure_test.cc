@@ -15,32 +15,7 @@
 namespace kpx::e2e {
 namespace {
 
-constexpr char kEchoVip[] = "10.96.9.9";
 constexpr int kConntrack = 512;  // --bpf-conntrack-size: 256 flows
-
-const char kEchoService[] = R"(apiVersion: v1
-kind: Service
-metadata: {name: tcp, namespace: default}
-spec:
-  clusterIP: 10.96.9.9
-  ports:
-  - {name: echo, port: 5001}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: tcp-1
-  namespace: default
-  labels: {kubernetes.io/service-name: tcp}
-addressType: IPv4
-ports:
-- {name: echo, port: 5001}
-endpoints:
-- addresses: [10.244.1.2]
-- addresses: [10.244.2.2]
-- addresses: [10.244.3.2]
-- addresses: [10.244.3.3]
-)";
 
 // `n` ClusterIP Services 10.96.20.<first+i>:80, each with one backend
 // 10.244.1.2:<6000+i> (a new backend ip:port each).
@@ -167,7 +142,7 @@ class FaultMapPressureTest : public KpxdLabFixture {
 
 TEST_F(FaultMapPressureTest, MoreFrontendsOrBackendsThanTheMapsHold) {
   CopyExample("flask.yaml");
-  WriteManifest("tcp.yaml", kEchoService);
+  WriteManifest("tcp.yaml", EchoServiceManifest(kAllPodIps));
   StartKpxd();
   EchoFlows flows(Prefix() + "client", kEchoVip, 5001, 8);
   ASSERT_EQ(flows.opened(), 8);
@@ -225,7 +200,7 @@ TEST_F(FaultMapPressureTest, MoreFrontendsOrBackendsThanTheMapsHold) {
 
 TEST_F(FaultMapPressureTest, SynFloodChurningConntrackKeepsEstablishedFlows) {
   CopyExample("flask.yaml");
-  WriteManifest("tcp.yaml", kEchoService);
+  WriteManifest("tcp.yaml", EchoServiceManifest(kAllPodIps));
   StartKpxd();
   EchoFlows flows(Prefix() + "client", kEchoVip, 5001, 16, Ms(2));
   ASSERT_EQ(flows.opened(), 16);

@@ -41,6 +41,34 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr char kVip[] = "10.96.4.197";
+
+// The lab's plain TCP Service: VIP kEchoVip:5001 -> the pods' echo port.
+constexpr char kEchoVip[] = "10.96.9.9";
+inline std::string EchoServiceManifest(const std::vector<std::string>& pod_ips) {
+  std::string yaml = R"(apiVersion: v1
+kind: Service
+metadata: {name: tcp, namespace: default}
+spec:
+  clusterIP: 10.96.9.9
+  ports:
+  - {name: echo, port: 5001}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: tcp-1
+  namespace: default
+  labels: {kubernetes.io/service-name: tcp}
+addressType: IPv4
+ports:
+- {name: echo, port: 5001}
+endpoints:
+)";
+  for (const std::string& ip : pod_ips) yaml += "- addresses: [" + ip + "]\n";
+  return yaml;
+}
+inline const std::vector<std::string> kAllPodIps = {"10.244.1.2", "10.244.2.2", "10.244.3.2",
+                                                    "10.244.3.3"};
 using Clock = std::chrono::steady_clock;
 
 inline int Sh(const std::string& cmd) {

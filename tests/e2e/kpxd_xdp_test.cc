@@ -16,27 +16,6 @@ constexpr char kPrefix[] = "kpxe2x-";
 
 std::string PinDir() { return absl::StrFormat("/sys/fs/bpf/kpxe2x-%d", getpid()); }
 
-const char kEchoService[] = R"(apiVersion: v1
-kind: Service
-metadata: {name: tcp, namespace: default}
-spec:
-  clusterIP: 10.96.9.9
-  ports:
-  - {name: echo, port: 5001}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: tcp-1
-  namespace: default
-  labels: {kubernetes.io/service-name: tcp}
-addressType: IPv4
-ports:
-- {name: echo, port: 5001}
-endpoints:
-- addresses: [%s]
-)";
-
 class KpxdXdpTest : public KpxdLabFixture {
  protected:
   static void SetUpTestSuite() { LabUp(kPrefix); }
@@ -98,7 +77,7 @@ TEST_F(KpxdXdpTest, TrafficTakesTheEbpfPathToEveryPod) {
 
 TEST_F(KpxdXdpTest, LiveFlowSurvivesKill9RestartAndUnrelatedChange) {
   CopyExample("flask.yaml");
-  WriteManifest("tcp.yaml", absl::StrFormat(kEchoService, "10.244.1.2"));
+  WriteManifest("tcp.yaml", EchoServiceManifest({"10.244.1.2"}));
   StartKpxd();
   int fd = OpenFromClient("10.96.9.9", 5001);
   ASSERT_GE(fd, 0) << strerror(-fd);
@@ -122,13 +101,13 @@ TEST_F(KpxdXdpTest, LiveFlowSurvivesKill9RestartAndUnrelatedChange) {
 }
 
 TEST_F(KpxdXdpTest, FlowsOfARemovedBackendFailFast) {
-  WriteManifest("tcp.yaml", absl::StrFormat(kEchoService, "10.244.1.2"));
+  WriteManifest("tcp.yaml", EchoServiceManifest({"10.244.1.2"}));
   StartKpxd();
   int fd = OpenFromClient("10.96.9.9", 5001);
   ASSERT_GE(fd, 0) << strerror(-fd);
   ASSERT_TRUE(Echo(fd, "hello"));
   long before = StatusField("updates");
-  WriteManifest("tcp.yaml", absl::StrFormat(kEchoService, "10.244.2.2"));
+  WriteManifest("tcp.yaml", EchoServiceManifest({"10.244.2.2"}));
   ASSERT_TRUE(WaitUpdates(before));
   auto start = std::chrono::steady_clock::now();
   EXPECT_FALSE(Echo(fd, "to a removed backend"));
@@ -146,7 +125,7 @@ TEST_F(KpxdXdpTest, FlowsOfARemovedBackendFailFast) {
 // `kpxctl get` shows open flows on the eBPF path (the conntrack walk): one
 // while a connection is open, none once both sides closed it.
 TEST_F(KpxdXdpTest, KpxctlShowsActiveFlowsPerBackend) {
-  WriteManifest("tcp.yaml", absl::StrFormat(kEchoService, "10.244.1.2"));
+  WriteManifest("tcp.yaml", EchoServiceManifest({"10.244.1.2"}));
   StartKpxd();
   const std::string get = Kpxctl("--socket " + work_ + "/kpxd.sock get services default/tcp -o json");
   auto wait_active = [&](const char* want) {
