@@ -24,7 +24,7 @@ function(kpx_bpf_skeleton name source)
        ${CMAKE_SOURCE_DIR}/bpf/include/*.h ${CMAKE_SOURCE_DIR}/bpf/lib/*.h)
   add_custom_command(
     OUTPUT ${obj}
-    COMMAND ${KPX_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_${KPX_BPF_ARCH}
+    COMMAND ${KPX_CLANG} -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_${KPX_BPF_ARCH}
             -Wall -Werror -Wno-unused-function
             -I/usr/include/${KPX_UNAME_M}-linux-gnu
             -I${CMAKE_SOURCE_DIR}/bpf/include -I${CMAKE_SOURCE_DIR}/bpf

@@ -1,7 +1,19 @@
-/* TCP connection tracking in the kpx_ct LRU map: two entries per flow. The
- * forward entry (client -> frontend) keeps a flow on its backend across
- * Maglev table changes; the reverse entry (backend -> client, or -> the
- * SNAT address:port when masqueraded) tells the reply path what to restore.
+/* TCP connection tracking in two LRU maps of the same entries. kpx_ct holds
+ * established flows, two entries each: the forward entry (client ->
+ * frontend) keeps a flow on its backend across Maglev table changes; the
+ * reverse entry (backend -> client, or -> the SNAT address:port when
+ * masqueraded) tells the reply path what to restore. kpx_ct_syn holds
+ * half-open flows, so that a SYN flood (even one whose SYN-ACKs are answered
+ * by the client's RST) churns that map only and never evicts an
+ * established flow:
+ *  - SYN: only the reverse entry, which the SYN-ACK needs (masqueraded: the
+ *    forward entry too, so a retransmitted SYN keeps its SNAT port);
+ *  - SYN-ACK (reply path): reverse-NATed by it, and it adds the forward
+ *    entry: the backend that answered is the one the handshake completes
+ *    with, whatever the Maglev table says by then;
+ *  - the client's ACK finds the forward entry: both move to kpx_ct;
+ *  - a RST from either side ends the half-open flow (forwarded, entries
+ *    deleted).
  * A small state machine on FIN/RST: a closing flow expires after
  * KPX_CT_CLOSING_NS instead of holding LRU slots until evicted. */
 #ifndef KPX_LIB_CONNTRACK_H
@@ -82,9 +94,27 @@ KPX_INLINE void ct4_forward_key(const struct kpx_ct_entry *e, __u8 proto, struct
 	k->pad[2] = 0;
 }
 
-/* FIN/RST bookkeeping on both entries (e and the one under peer_key). The
- * flag updates are plain stores: two CPUs closing the same flow at once may
- * lose a bit, which only delays the close until the LRU or the other FIN. */
+/* Sets flag bits with an atomic OR, so that two CPUs updating one entry at
+ * once (a FIN each way) never lose a bit. BPF atomics are 32 or 64 bits
+ * wide: the OR goes to the aligned word holding vport, flags and pad, with
+ * bits in the flags byte only (vport is never written after creation). */
+_Static_assert(__builtin_offsetof(struct kpx_ct_entry, vport) % 4 == 0, "vport word alignment");
+_Static_assert(__builtin_offsetof(struct kpx_ct_entry, flags) ==
+		       __builtin_offsetof(struct kpx_ct_entry, vport) + 2,
+	       "flags is byte 2 of the vport word");
+KPX_INLINE void ct4_set_flags(struct kpx_ct_entry *e, __u8 bits)
+{
+	__u32 *word = (__u32 *)&e->vport;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	__sync_fetch_and_or(word, (__u32)bits << 16);
+#else
+	__sync_fetch_and_or(word, (__u32)bits << 8);
+#endif
+}
+
+/* FIN/RST bookkeeping on both entries (e and the one under peer_key in
+ * kpx_ct). Bits are set atomically (ct4_set_flags); the closing timestamp is a
+ * plain store (either CPU's `now` will do). */
 KPX_INLINE void ct4_track_close(struct kpx_ct_entry *e, const struct kpx_ct_key *peer_key,
 				__u8 tcp_flags, __u8 fin_bit, __u64 now)
 {
@@ -98,9 +128,9 @@ KPX_INLINE void ct4_track_close(struct kpx_ct_entry *e, const struct kpx_ct_key 
 	if (!add || (e->flags & add) == add)
 		return;
 	pe = bpf_map_lookup_elem(&kpx_ct, peer_key);
-	e->flags |= add;
+	ct4_set_flags(e, add);
 	if (pe)
-		pe->flags |= add;
+		ct4_set_flags(pe, add);
 	if (ct4_closing(e)) {
 		/* The closing lifetime runs from here. */
 		e->last_seen_ns = now;
@@ -123,9 +153,10 @@ KPX_INLINE void ct4_entry_init(struct kpx_ct_entry *e, const struct kpx_pkt *p, 
 	e->client_port = p->sport;
 }
 
-/* Records a new flow p -> backend be (id be_id) of service svc_id, both
- * directions, without masquerade. Failure (map full of unevictable entries)
- * is not fatal: the packet is still forwarded; its flow will be re-picked. */
+/* Records flow p -> backend be (id be_id) of service svc_id in kpx_ct, both
+ * directions, without masquerade (a mid-flow packet whose entries the LRU
+ * evicted). Failure (map full of unevictable entries) is not fatal: the
+ * packet is still forwarded; its flow will be re-picked. */
 KPX_INLINE void ct4_create(const struct kpx_pkt *p, const struct kpx_backend *be,
 			   __u32 be_id, __u32 svc_id, __u8 flags, __u64 now)
 {
@@ -139,6 +170,40 @@ KPX_INLINE void ct4_create(const struct kpx_pkt *p, const struct kpx_backend *be
 	ct4_reverse_key(&e, be->addr, be->port, p->proto, &k);
 	e.flags = flags | KPX_CT_F_REPLY;
 	bpf_map_update_elem(&kpx_ct, &k, &e, BPF_ANY);
+}
+
+/* A SYN's half-open flow without masquerade: the reverse entry only, in
+ * kpx_ct_syn (one insert). A retransmitted SYN re-picks (Maglev: the same
+ * backend while the table is unchanged) and rewrites it. */
+KPX_INLINE void ct4_half_open(const struct kpx_pkt *p, const struct kpx_backend *be,
+			      __u32 be_id, __u32 svc_id, __u8 flags, __u64 now)
+{
+	struct kpx_ct_key k;
+	struct kpx_ct_entry e;
+
+	ct4_entry_init(&e, p, be_id, svc_id, flags | KPX_CT_F_REPLY, now);
+	ct4_reverse_key(&e, be->addr, be->port, p->proto, &k);
+	bpf_map_update_elem(&kpx_ct_syn, &k, &e, BPF_ANY);
+}
+
+/* The client's ACK of half-open flow h (forward key fk): both entries go to
+ * kpx_ct (a FIN riding on the ACK is recorded) and leave kpx_ct_syn. */
+KPX_INLINE void ct4_promote(const struct kpx_ct_entry *h, const struct kpx_ct_key *fk,
+			    const struct kpx_backend *be, __u8 tcp_flags, __u64 now)
+{
+	struct kpx_ct_entry e = *h;
+	struct kpx_ct_key rk;
+
+	e.last_seen_ns = now;
+	e.flags &= ~KPX_CT_F_REPLY;
+	if (tcp_flags & KPX_TCP_FIN)
+		e.flags |= KPX_CT_F_FIN_FWD;
+	bpf_map_update_elem(&kpx_ct, fk, &e, BPF_ANY);
+	ct4_reverse_key(&e, be->addr, be->port, fk->proto, &rk);
+	e.flags |= KPX_CT_F_REPLY;
+	bpf_map_update_elem(&kpx_ct, &rk, &e, BPF_ANY);
+	bpf_map_delete_elem(&kpx_ct_syn, fk);
+	bpf_map_delete_elem(&kpx_ct_syn, &rk);
 }
 
 /* Forward hit of a live flow (entry e, backend be_addr:be_port): makes sure
@@ -172,7 +237,10 @@ struct ct4_snat_probe {
 };
 
 /* One port of the search (a bpf_loop callback: the verifier checks it
- * once, not once per iteration). 1 stops the loop. */
+ * once, not once per iteration). The port is reserved by the reverse
+ * entry created in kpx_ct_syn with BPF_NOEXIST (two handshakes never share
+ * one), and only if no established flow in kpx_ct holds it (an expired
+ * closing one's port is reused). 1 stops the loop. */
 static long ct4_snat_try(__u32 i, void *data)
 {
 	struct ct4_snat_probe *c = data;
@@ -180,29 +248,32 @@ static long ct4_snat_try(__u32 i, void *data)
 
 	c->k.dport = bpf_htons((__u16)(c->port_min + c->off));
 	c->e.snat_port = c->k.dport;
-	if (bpf_map_update_elem(&kpx_ct, &c->k, &c->e, BPF_NOEXIST) == 0) {
-		c->found = 1;
-		return 1;
-	}
-	old = bpf_map_lookup_elem(&kpx_ct, &c->k);
-	if (old && ct4_expired(old, c->now) &&
-	    bpf_map_update_elem(&kpx_ct, &c->k, &c->e, BPF_EXIST) == 0) {
-		c->found = 1;
-		return 1;
+	if (bpf_map_update_elem(&kpx_ct_syn, &c->k, &c->e, BPF_NOEXIST) == 0) {
+		old = bpf_map_lookup_elem(&kpx_ct, &c->k);
+		if (!old) {
+			c->found = 1;
+			return 1;
+		}
+		if (ct4_expired(old, c->now)) {
+			bpf_map_delete_elem(&kpx_ct, &c->k);
+			c->found = 1;
+			return 1;
+		}
+		bpf_map_delete_elem(&kpx_ct_syn, &c->k);
 	}
 	if (++c->off >= c->range)
 		c->off = 0;
 	return 0;
 }
 
-/* As ct4_create, masqueraded to snat_addr: picks a free source port in
- * [port_min, port_max] (host order) by creating the reverse entry with
- * BPF_NOEXIST from a random start, probing linearly at most
- * KPX_SNAT_PROBES ports; an expired closing entry's port is reused. 0 and
- * *port_out (network order) on success, -1 when no port was free. */
-KPX_INLINE int ct4_create_snat(const struct kpx_pkt *p, const struct kpx_backend *be,
-			       __u32 be_id, __u32 svc_id, __u8 flags, __be32 snat_addr,
-			       __u16 port_min, __u16 port_max, __u64 now, __be16 *port_out)
+/* As ct4_half_open, masqueraded to snat_addr: picks a free source port in
+ * [port_min, port_max] (host order) from a random start, probing linearly
+ * at most KPX_SNAT_PROBES ports (ct4_snat_try), and also records the
+ * forward entry (a retransmitted SYN must keep the port). 0 and *port_out
+ * (network order) on success, -1 when no port was free. */
+KPX_INLINE int ct4_half_open_snat(const struct kpx_pkt *p, const struct kpx_backend *be,
+				  __u32 be_id, __u32 svc_id, __u8 flags, __be32 snat_addr,
+				  __u16 port_min, __u16 port_max, __u64 now, __be16 *port_out)
 {
 	struct ct4_snat_probe c;
 
@@ -227,7 +298,7 @@ KPX_INLINE int ct4_create_snat(const struct kpx_pkt *p, const struct kpx_backend
 
 	c.e.flags &= ~KPX_CT_F_REPLY;
 	ct4_key(p, &c.k);
-	bpf_map_update_elem(&kpx_ct, &c.k, &c.e, BPF_ANY);
+	bpf_map_update_elem(&kpx_ct_syn, &c.k, &c.e, BPF_ANY);
 	*port_out = c.e.snat_port;
 	return 0;
 }

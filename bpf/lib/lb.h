@@ -169,6 +169,59 @@ KPX_INLINE int lb4_masq(__be32 saddr, const struct kpx_svc *svc, const struct kp
 	return cfg->cluster_prefix && off_cluster;
 }
 
+/* NAT of a flow's forward packets to backend be, plus the masquerade of its
+ * source when entry e says so. */
+KPX_INLINE void lb4_dnat_flow(const struct kpx_ct_entry *e, const struct kpx_backend *be,
+			      __u32 verdict, struct kpx_decision *d)
+{
+	lb4_set_nat(d, KPX_A_DNAT, verdict, be->addr, be->port);
+	if (e->flags & KPX_CT_F_SNAT) {
+		d->nat2 = 1;
+		d->must_redirect = 1;
+		d->addr2 = e->snat_addr;
+		d->port2 = e->snat_port;
+	}
+}
+
+/* A client's non-SYN packet without a kpx_ct entry: the ACK (or RST) of a
+ * half-open flow in kpx_ct_syn? Its forward entry exists once the backend
+ * answered. An ACK moves the flow to kpx_ct; a RST ends it. 1 when decided. */
+KPX_INLINE int lb4_handshake(const struct kpx_pkt *p, int defer_masq, __u64 now,
+			     struct kpx_decision *d)
+{
+	struct kpx_ct_entry *hp, h;
+	struct kpx_backend *be;
+	struct kpx_ct_key k, rk;
+
+	ct4_key(p, &k);
+	hp = bpf_map_lookup_elem(&kpx_ct_syn, &k);
+	if (!hp || (hp->flags & KPX_CT_F_REPLY))
+		return 0;
+	h = *hp;
+	if (defer_masq && (h.flags & KPX_CT_F_SNAT)) {
+		d->action = KPX_A_DEFER;
+		return 1;
+	}
+	d->svc_id = h.svc_id;
+	be = lb4_backend(h.backend_id);
+	if (!be) {
+		/* The backend went away during the handshake. */
+		bpf_map_delete_elem(&kpx_ct_syn, &k);
+		d->verdict = KPX_V_DEAD_BACKEND;
+		d->action = (p->tcp_flags & KPX_TCP_RST) ? KPX_A_DROP : KPX_A_RST;
+		return 1;
+	}
+	lb4_dnat_flow(&h, be, KPX_V_HANDSHAKE, d);
+	if (p->tcp_flags & KPX_TCP_RST) {
+		ct4_reverse_key(&h, be->addr, be->port, p->proto, &rk);
+		bpf_map_delete_elem(&kpx_ct_syn, &k);
+		bpf_map_delete_elem(&kpx_ct_syn, &rk);
+		return 1;
+	}
+	ct4_promote(&h, &k, be, p->tcp_flags, now);
+	return 1;
+}
+
 /* A packet to frontend svc. local_vip: it came in through a NodePort (its
  * destination is a node address). defer_masq: XDP with tc behind it, which
  * leaves masqueraded flows to tc (their packets must be redirected, and tc
@@ -191,8 +244,9 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 	if (e && ct4_closing(e) && (syn || ct4_expired(e, now))) {
 		/* A closed flow: anything but a SYN after its closing lifetime
 		 * is not ours; a SYN is a new connection on a reused 5-tuple
-		 * and picks afresh. Its old reverse entry goes (it may hold a
-		 * SNAT port). */
+		 * and picks afresh. Its old entries go (the reverse one may
+		 * hold a SNAT port; the handshake's ACK must not find the
+		 * forward one). */
 		if (!syn)
 			return;
 		if (defer_masq && (e->flags & KPX_CT_F_SNAT)) {
@@ -204,6 +258,8 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 			ct4_reverse_key(e, be->addr, be->port, p->proto, &rk);
 			bpf_map_delete_elem(&kpx_ct, &rk);
 		}
+		ct4_key(p, &rk);
+		bpf_map_delete_elem(&kpx_ct, &rk);
 		e = 0;
 	}
 	if (e) {
@@ -221,13 +277,7 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 			} else if (!ct4_closing(e)) {
 				ct4_ensure_reply(e, be->addr, be->port, p->proto);
 			}
-			lb4_set_nat(d, KPX_A_DNAT, KPX_V_CT_HIT, be->addr, be->port);
-			if (e->flags & KPX_CT_F_SNAT) {
-				d->nat2 = 1;
-				d->must_redirect = 1;
-				d->addr2 = e->snat_addr;
-				d->port2 = e->snat_port;
-			}
+			lb4_dnat_flow(e, be, KPX_V_CT_HIT, d);
 			return;
 		}
 		if (!syn) {
@@ -237,17 +287,24 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 			d->action = (flags & KPX_TCP_RST) ? KPX_A_DROP : KPX_A_RST;
 			return;
 		}
-		/* Tuple reused after its backend went away: a new flow. */
-	} else if (flags & KPX_TCP_RST) {
+		/* Tuple reused after its backend went away: a new flow (the
+		 * handshake's ACK must not find the dead entry). */
+		ct4_key(p, &rk);
+		bpf_map_delete_elem(&kpx_ct, &rk);
+	} else if (!syn) {
+		if (lb4_handshake(p, defer_masq, now, d))
+			return;
 		/* A reset of a flow we do not track: nothing to keep alive. */
-		return;
+		if (flags & KPX_TCP_RST)
+			return;
 	}
 	/* !e && !syn: a mid-flow packet without an entry. The LRU evicted it
-	 * (a SYN flood churns kpx_ct), or the flow predates kpx. Passing it
-	 * would break the flow (nothing else serves the VIP); Maglev picks the
-	 * same backend while the backend set is unchanged, so re-pick and
-	 * re-create both entries, as for a SYN (not when masqueraded: a new
-	 * SNAT port would be a different flow to the backend). */
+	 * (kpx_ct is full of established flows; half-open ones live in
+	 * kpx_ct_syn), or the flow predates kpx. Passing it would break the
+	 * flow (nothing else serves the VIP); Maglev picks the same backend
+	 * while the backend set is unchanged, so re-pick and re-create both
+	 * entries in kpx_ct (not when masqueraded: a new SNAT port would be a
+	 * different flow to the backend). */
 
 	d->svc_id = svc->id;
 	if (svc->backend_count == 0) {
@@ -283,11 +340,21 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 		ct_flags |= KPX_CT_F_LOCAL_VIP;
 	lb4_set_nat(d, KPX_A_DNAT, KPX_V_NEW_FLOW, be->addr, be->port);
 	if (!masq) {
-		ct4_create(p, be, id, svc->id, ct_flags, now);
+		if (syn)
+			ct4_half_open(p, be, id, svc->id, ct_flags, now);
+		else
+			ct4_create(p, be, id, svc->id, ct_flags, now);
 		return;
 	}
-	if (ct4_create_snat(p, be, id, svc->id, ct_flags, cfg->snat_addr, cfg->snat_port_min,
-			    cfg->snat_port_max, now, &snat_port)) {
+	/* A retransmitted SYN of a masqueraded handshake keeps its port. */
+	ct4_key(p, &rk);
+	e = bpf_map_lookup_elem(&kpx_ct_syn, &rk);
+	if (e && (e->flags & KPX_CT_F_SNAT) && !(e->flags & KPX_CT_F_REPLY) &&
+	    e->backend_id == id) {
+		d->verdict = KPX_V_HANDSHAKE;
+		snat_port = e->snat_port;
+	} else if (ct4_half_open_snat(p, be, id, svc->id, ct_flags, cfg->snat_addr,
+				      cfg->snat_port_min, cfg->snat_port_max, now, &snat_port)) {
 		d->action = KPX_A_RST;
 		d->verdict = KPX_V_SNAT_NO_PORT;
 		return;
@@ -298,13 +365,66 @@ KPX_INLINE void lb4_forward(const struct kpx_pkt *p, const struct kpx_svc *svc, 
 	d->port2 = snat_port;
 }
 
+/* NAT of a reply by its flow's reverse entry e. */
+KPX_INLINE void lb4_snat_reply(const struct kpx_ct_entry *e, struct kpx_decision *d)
+{
+	d->svc_id = e->svc_id;
+	lb4_set_nat(d, KPX_A_SNAT, KPX_V_REPLY, e->vip, e->vport);
+	if (e->flags & KPX_CT_F_SNAT) {
+		d->nat2 = 1;
+		d->addr2 = e->client_addr;
+		d->port2 = e->client_port;
+	}
+	d->must_redirect = (e->flags & (KPX_CT_F_SNAT | KPX_CT_F_LOCAL_VIP)) != 0;
+}
+
+/* The backend's SYN-ACK (or RST) of a half-open flow (key k, kpx_ct_syn).
+ * The first SYN-ACK adds the forward entry the client's ACK will look for;
+ * a RST ends the half-open flow. 1 when decided. */
+KPX_INLINE int lb4_reply_half_open(const struct kpx_pkt *p, const struct kpx_ct_key *k,
+				   int defer_masq, struct kpx_decision *d)
+{
+	struct kpx_ct_entry *hp, h;
+	struct kpx_ct_key fk;
+
+	hp = bpf_map_lookup_elem(&kpx_ct_syn, k);
+	if (!hp || !(hp->flags & KPX_CT_F_REPLY))
+		return 0;
+	h = *hp;
+	if (defer_masq && (h.flags & (KPX_CT_F_SNAT | KPX_CT_F_LOCAL_VIP))) {
+		d->action = KPX_A_DEFER;
+		return 1;
+	}
+	ct4_forward_key(&h, p->proto, &fk);
+	if (p->tcp_flags & KPX_TCP_RST) {
+		bpf_map_delete_elem(&kpx_ct_syn, k);
+		bpf_map_delete_elem(&kpx_ct_syn, &fk);
+	} else if (!(h.flags & KPX_CT_F_SEEN_REPLY)) {
+		ct4_set_flags(hp, KPX_CT_F_SEEN_REPLY);
+		h.flags = (h.flags | KPX_CT_F_SEEN_REPLY) & ~KPX_CT_F_REPLY;
+		h.last_seen_ns = kpx_now_ns();
+		bpf_map_update_elem(&kpx_ct_syn, &fk, &h, BPF_ANY);
+	}
+	lb4_snat_reply(&h, d);
+	return 1;
+}
+
 /* A reply from a backend (reverse conntrack entry), or 0. */
 KPX_INLINE int lb4_reply(const struct kpx_pkt *p, int defer_masq, struct kpx_decision *d)
 {
-	struct kpx_ct_entry *e = ct4_lookup(p);
+	struct kpx_ct_key k;
+	struct kpx_ct_entry *e;
 	__u64 now;
 
-	if (!e || !(e->flags & KPX_CT_F_REPLY))
+	ct4_key(p, &k);
+	e = bpf_map_lookup_elem(&kpx_ct, &k);
+	if (!e) {
+		/* Only a SYN-ACK or a RST can answer a half-open flow. */
+		if (p->tcp_flags & (KPX_TCP_SYN | KPX_TCP_RST))
+			return lb4_reply_half_open(p, &k, defer_masq, d);
+		return 0;
+	}
+	if (!(e->flags & KPX_CT_F_REPLY))
 		return 0;
 	now = kpx_now_ns();
 	if (ct4_expired(e, now))
@@ -323,20 +443,13 @@ KPX_INLINE int lb4_reply(const struct kpx_pkt *p, int defer_masq, struct kpx_dec
 			 * one tells userspace this backend answered). */
 			struct kpx_ct_entry *fe = bpf_map_lookup_elem(&kpx_ct, &fk);
 
-			e->flags |= KPX_CT_F_SEEN_REPLY;
+			ct4_set_flags(e, KPX_CT_F_SEEN_REPLY);
 			if (fe)
-				fe->flags |= KPX_CT_F_SEEN_REPLY;
+				ct4_set_flags(fe, KPX_CT_F_SEEN_REPLY);
 		}
 		ct4_track_close(e, &fk, p->tcp_flags, KPX_CT_F_FIN_REPLY, now);
 	}
-	d->svc_id = e->svc_id;
-	lb4_set_nat(d, KPX_A_SNAT, KPX_V_REPLY, e->vip, e->vport);
-	if (e->flags & KPX_CT_F_SNAT) {
-		d->nat2 = 1;
-		d->addr2 = e->client_addr;
-		d->port2 = e->client_port;
-	}
-	d->must_redirect = (e->flags & (KPX_CT_F_SNAT | KPX_CT_F_LOCAL_VIP)) != 0;
+	lb4_snat_reply(e, d);
 	return 1;
 }
 

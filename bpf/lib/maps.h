@@ -48,6 +48,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kpx_ct SEC(".maps");
 
+/* Half-open flows (SYN seen, client's ACK not yet): same key and entry as
+ * kpx_ct, a separate LRU so that a SYN flood churns only this map and never
+ * evicts an established flow (lib/conntrack.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, KPX_CT_SYN_MAX);
+	__type(key, struct kpx_ct_key);
+	__type(value, struct kpx_ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_ct_syn SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, KPX_AFFINITY_MAX);

@@ -115,6 +115,7 @@ void PrepareMaps(bpf_object* obj, const MapSizes& sizes, bool pinned_load) {
     if (name == "kpx_backends") want = sizes.backends;
     if (name == "kpx_maglev" || name == "kpx_svc_stats") want = sizes.services;
     if (name == "kpx_ct") want = sizes.conntrack;
+    if (name == "kpx_ct_syn") want = sizes.conntrack_syn;
     if (name == "kpx_affinity") want = sizes.affinity;
     if (want != 0) bpf_map__set_max_entries(map, want);
   }

@@ -22,6 +22,7 @@ struct MapSizes {
   uint32_t backends = 0;   // kpx_backends (backend ids + 1)
   uint32_t services = 0;   // kpx_maglev, kpx_svc_stats (service ids + 1)
   uint32_t conntrack = 0;  // kpx_ct
+  uint32_t conntrack_syn = 0;  // kpx_ct_syn (half-open flows)
   uint32_t affinity = 0;   // kpx_affinity
 };
 

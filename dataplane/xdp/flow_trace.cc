@@ -25,6 +25,23 @@ std::string Addr(uint32_t be_addr, uint16_t be_port) {
   return absl::StrCat(Ipv4::FromBe(be_addr).ToString(), ":", ntohs(be_port));
 }
 
+// A SYN of this tuple to tr->backend left its reverse entry in kpx_ct_syn
+// (non-masqueraded handshakes): the SYN-ACK is still awaited.
+void NoteSynSeen(const TraceLookups& maps, const FlowTuple& t, FlowTrace* tr) {
+  if (!maps.conntrack_half_open || !tr->backend) return;
+  kpx_ct_key rk{};
+  rk.saddr = tr->backend->addr;
+  rk.sport = tr->backend->port;
+  rk.daddr = t.src.be();
+  rk.dport = htons(t.sport);
+  rk.proto = IPPROTO_TCP;
+  std::optional<kpx_ct_entry> e = maps.conntrack_half_open(rk);
+  if (!e || !(e->flags & KPX_CT_F_REPLY) || e->vip != t.dst.be() || e->vport != htons(t.dport)) return;
+  tr->half_open = e;
+  tr->steps.push_back(
+      "conntrack: a SYN on this tuple went to that backend (kpx_ct_syn), no SYN-ACK yet: the handshake is half-open");
+}
+
 }  // namespace
 
 uint32_t FlowHash(const FlowTuple& t) {
@@ -50,6 +67,7 @@ const char* DecisionName(FlowTrace::Decision d) {
   switch (d) {
     case FlowTrace::Decision::kNoFrontend: return "no_frontend";
     case FlowTrace::Decision::kConntrack: return "conntrack";
+    case FlowTrace::Decision::kHalfOpen: return "half_open";
     case FlowTrace::Decision::kDeadBackend: return "dead_backend";
     case FlowTrace::Decision::kAffinity: return "affinity";
     case FlowTrace::Decision::kMaglev: return "maglev";
@@ -129,7 +147,29 @@ FlowTrace TraceFlow(const TraceLookups& maps, const FlowTuple& t, uint64_t now_n
                                       "SYN on this tuple is picked afresh"));
     } else {
       tr.conntrack.reset();
-      tr.steps.push_back("conntrack: no entry for this 5-tuple: a SYN starts a new flow");
+      // lb4_handshake(): a backend answered this tuple's SYN.
+      if (maps.conntrack_half_open) tr.half_open = maps.conntrack_half_open(ck);
+      if (tr.half_open && (tr.half_open->flags & KPX_CT_F_REPLY)) tr.half_open.reset();
+      if (tr.half_open) {
+        tr.backend_id = tr.half_open->backend_id;
+        tr.backend = maps.backend(tr.backend_id);
+        if (tr.backend) {
+          tr.decision = FlowTrace::Decision::kHalfOpen;
+          tr.steps.push_back(absl::StrFormat(
+              "conntrack: handshake in progress (kpx_ct_syn): backend id %u = %s answered the SYN%s; "
+              "the client's ACK moves the flow to kpx_ct",
+              tr.backend_id, Addr(tr.backend->addr, tr.backend->port),
+              tr.half_open->flags & KPX_CT_F_SNAT
+                  ? absl::StrCat(", masqueraded as ", Addr(tr.half_open->snat_addr, tr.half_open->snat_port))
+                  : ""));
+          return tr;
+        }
+        tr.steps.push_back(absl::StrCat("conntrack: half-open entry names backend id ", tr.backend_id,
+                                        ", which was removed: the client's ACK gets a RST"));
+        tr.half_open.reset();
+      } else {
+        tr.steps.push_back("conntrack: no entry for this 5-tuple: a SYN starts a new flow");
+      }
     }
     if (closing) tr.conntrack.reset();
   } else {
@@ -160,6 +200,7 @@ FlowTrace TraceFlow(const TraceLookups& maps, const FlowTuple& t, uint64_t now_n
             "timeout %us)",
             t.src.ToString(), tr.backend_id, Addr(be->addr, be->port), tr.affinity_age_ns / 1e9,
             svc->affinity_timeout_s));
+        if (t.sport != 0) NoteSynSeen(maps, t, &tr);
         return tr;
       }
       tr.steps.push_back(absl::StrFormat(
@@ -197,6 +238,7 @@ FlowTrace TraceFlow(const TraceLookups& maps, const FlowTuple& t, uint64_t now_n
           "Maglev: hash 0x%08x %% M %u = slot %u%s -> backend id %u = %s", tr.hash, svc->maglev_m,
           tr.slot, i > 0 ? absl::StrCat(" (+", i, ": removed backends skipped)") : "", *id,
           Addr(be->addr, be->port)));
+      NoteSynSeen(maps, t, &tr);
       return tr;
     }
     if (++slot >= svc->maglev_m) slot = 0;
@@ -209,7 +251,7 @@ FlowTrace TraceFlow(const TraceLookups& maps, const FlowTuple& t, uint64_t now_n
 
 absl::StatusOr<TraceLookups> PinnedTraceLookups(const std::string& pin_dir) {
   struct Fds {
-    UniqueFd services, node_addrs, backends, maglev, ct, affinity;
+    UniqueFd services, node_addrs, backends, maglev, ct, ct_syn, affinity;
   };
   auto fds = std::make_shared<Fds>();
   auto open = [&](const char* name, UniqueFd* out) -> absl::Status {
@@ -225,6 +267,7 @@ absl::StatusOr<TraceLookups> PinnedTraceLookups(const std::string& pin_dir) {
                           std::pair{"kpx_node_addrs", &fds->node_addrs},
                           std::pair{"kpx_backends", &fds->backends},
                           std::pair{"kpx_maglev", &fds->maglev}, std::pair{"kpx_ct", &fds->ct},
+                          std::pair{"kpx_ct_syn", &fds->ct_syn},
                           std::pair{"kpx_affinity", &fds->affinity}}) {
     if (absl::Status s = open(name, fd); !s.ok()) return s;
   }
@@ -257,6 +300,11 @@ absl::StatusOr<TraceLookups> PinnedTraceLookups(const std::string& pin_dir) {
   l.conntrack = [fds](const kpx_ct_key& k) -> std::optional<kpx_ct_entry> {
     kpx_ct_entry v{};
     if (bpf_map_lookup_elem(fds->ct.get(), &k, &v) != 0) return std::nullopt;
+    return v;
+  };
+  l.conntrack_half_open = [fds](const kpx_ct_key& k) -> std::optional<kpx_ct_entry> {
+    kpx_ct_entry v{};
+    if (bpf_map_lookup_elem(fds->ct_syn.get(), &k, &v) != 0) return std::nullopt;
     return v;
   };
   l.affinity = [fds](const kpx_affinity_key& k) -> std::optional<kpx_affinity_val> {

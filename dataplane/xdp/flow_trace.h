@@ -34,7 +34,8 @@ struct TraceLookups {
   std::function<bool(Ipv4)> is_node_address;
   std::function<std::optional<kpx_backend>(uint32_t id)> backend;  // nullopt also for addr 0
   std::function<std::optional<uint32_t>(uint32_t svc_id, uint32_t slot)> maglev_slot;
-  std::function<std::optional<kpx_ct_entry>(const kpx_ct_key&)> conntrack;
+  std::function<std::optional<kpx_ct_entry>(const kpx_ct_key&)> conntrack;           // kpx_ct
+  std::function<std::optional<kpx_ct_entry>(const kpx_ct_key&)> conntrack_half_open;  // kpx_ct_syn
   std::function<std::optional<kpx_affinity_val>(const kpx_affinity_key&)> affinity;
 };
 
@@ -49,6 +50,7 @@ struct FlowTrace {
   enum class Decision {
     kNoFrontend,      // not for a frontend: passed untouched
     kConntrack,       // established flow: its conntrack entry decides
+    kHalfOpen,        // handshake answered by a backend: the client's ACK goes there
     kDeadBackend,     // conntrack entry names a removed backend: RST
     kAffinity,        // ClientIP affinity pin still fresh
     kMaglev,          // Maglev slot of the 5-tuple hash
@@ -59,6 +61,9 @@ struct FlowTrace {
   bool nodeport = false;  // matched *:port because dst is a node address
   kpx_svc svc{};
   std::optional<kpx_ct_entry> conntrack;
+  // kpx_ct_syn: the forward entry of an answered handshake (kHalfOpen), or
+  // the reverse entry a SYN left for the picked backend (SYN-ACK pending).
+  std::optional<kpx_ct_entry> half_open;
   std::optional<kpx_affinity_val> affinity;
   bool affinity_fresh = false;
   uint64_t affinity_age_ns = 0;

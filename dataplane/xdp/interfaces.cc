@@ -68,4 +68,18 @@ absl::StatusOr<Ipv4Cidr> ParseIpv4Cidr(const std::string& text) {
   return Ipv4Cidr{Ipv4::FromHost(ip->host() & mask), prefix};
 }
 
+absl::StatusOr<PortRange> ParsePortRange(const std::string& text) {
+  size_t dash = text.find('-');
+  int lo = 0, hi = 0;
+  if (dash == std::string::npos || !absl::SimpleAtoi(absl::string_view(text).substr(0, dash), &lo) ||
+      !absl::SimpleAtoi(absl::string_view(text).substr(dash + 1), &hi)) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not a port range like 61000-65535"));
+  }
+  if (lo < 1024 || hi > 65535 || lo > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\": ports must be 1024-65535 with the first <= the last"));
+  }
+  return PortRange{static_cast<uint16_t>(lo), static_cast<uint16_t>(hi)};
+}
+
 }  // namespace kpx::xdp

@@ -3,6 +3,7 @@
 // list and the node addresses NodePorts answer on).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -32,5 +33,14 @@ struct Ipv4Cidr {
   bool empty() const { return prefix == 0 && addr.IsUnspecified(); }
 };
 absl::StatusOr<Ipv4Cidr> ParseIpv4Cidr(const std::string& text);
+
+// Masquerade source ports, inclusive ("61000-65535", host order). Both ends
+// must be 1024..65535 and min <= max. The node's own sockets take ports from
+// ip_local_port_range: keep the two apart.
+struct PortRange {
+  uint16_t min = 0;
+  uint16_t max = 0;
+};
+absl::StatusOr<PortRange> ParsePortRange(const std::string& text);
 
 }  // namespace kpx::xdp

@@ -15,7 +15,7 @@ namespace kpx::xdp {
 
 // The names of abi.h's maps, as pinned under the pin directory.
 inline constexpr const char* kMapNames[] = {
-    "kpx_services", "kpx_backends",   "kpx_maglev",    "kpx_ct",            "kpx_affinity",
+    "kpx_services",   "kpx_backends", "kpx_maglev",    "kpx_ct",            "kpx_ct_syn", "kpx_affinity",
     "kpx_node_addrs", "kpx_tx_ports", "kpx_svc_stats", "kpx_verdict_stats", "kpx_config"};
 
 class LibbpfMaps final : public BpfMaps {

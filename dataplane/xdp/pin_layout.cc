@@ -60,7 +60,7 @@ absl::Status CheckPinnedLayout(const std::string& pin_dir) {
       return Refuse(pin_dir, absl::StrCat("maps of kpx ABI v", config.abi_version));
     }
   }
-  // Siblings: /sys/fs/bpf/kpx/v1 next to /sys/fs/bpf/kpx/v2.
+  // Siblings: /sys/fs/bpf/kpx/v2 next to /sys/fs/bpf/kpx/v3.
   const size_t slash = pin_dir.find_last_of('/');
   if (slash == std::string::npos || VersionOf(pin_dir.substr(slash + 1)) < 0) return absl::OkStatus();
   const std::string parent = pin_dir.substr(0, slash);

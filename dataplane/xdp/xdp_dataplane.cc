@@ -369,6 +369,8 @@ const char* XdpDataplane::VerdictName(int verdict) {
       return "fragment";
     case KPX_V_SNAT_NO_PORT:
       return "snat_no_port";
+    case KPX_V_HANDSHAKE:
+      return "handshake";
     default:
       return "unknown";
   }

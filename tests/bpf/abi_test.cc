@@ -85,8 +85,8 @@ static_assert(offsetof(kpx_config, snat_port_min) == 24);
 static_assert(offsetof(kpx_config, snat_port_max) == 26);
 static_assert(offsetof(kpx_config, pad) == 28);
 
-static_assert(KPX_ABI_VERSION == 2);
-static_assert(KPX_V_MAX == 11);
+static_assert(KPX_ABI_VERSION == 3);
+static_assert(KPX_V_MAX == 12);
 static_assert(KPX_SNAT_PORT_MIN_DEFAULT <= KPX_SNAT_PORT_MAX_DEFAULT);
 static_assert(KPX_MAGLEV_M_DEFAULT <= KPX_MAGLEV_M_MAX);
 
@@ -163,6 +163,7 @@ const std::vector<MapSpec>& Maps() {
       {"kpx_backends", BPF_MAP_TYPE_ARRAY, 4, sizeof(kpx_backend), KPX_MAX_BACKENDS},
       {"kpx_maglev", BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, KPX_MAX_SERVICES},
       {"kpx_ct", BPF_MAP_TYPE_LRU_HASH, sizeof(kpx_ct_key), sizeof(kpx_ct_entry), KPX_CT_MAX},
+      {"kpx_ct_syn", BPF_MAP_TYPE_LRU_HASH, sizeof(kpx_ct_key), sizeof(kpx_ct_entry), KPX_CT_SYN_MAX},
       {"kpx_affinity", BPF_MAP_TYPE_LRU_HASH, sizeof(kpx_affinity_key), sizeof(kpx_affinity_val),
        KPX_AFFINITY_MAX},
       {"kpx_node_addrs", BPF_MAP_TYPE_HASH, 4, 1, KPX_MAX_IFACES},

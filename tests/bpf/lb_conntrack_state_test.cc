@@ -66,8 +66,7 @@ class LbConntrackStateTest : public LbTest {
 
 TEST_P(LbConntrackStateTest, FinsFromBothSidesCloseTheFlowAndASynOnItsTupleRePicks) {
   const uint16_t cp = 40100;
-  const uint32_t be = MaglevPick(kTable, kClient, kVip, cp, kVipPort);
-  Step("syn", BuildTcp(ToVip(cp, kSyn)), {Action::kPass, std::nullopt, V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
+  const uint32_t be = Handshake(cp);
   // The table moves everything to backend 4: only a fresh pick can go there.
   ASSERT_TRUE(lb().SetMaglev(kSvcId, std::vector<uint32_t>(kTable.size(), 4)).ok());
 
@@ -91,9 +90,24 @@ TEST_P(LbConntrackStateTest, FinsFromBothSidesCloseTheFlowAndASynOnItsTupleRePic
   // The 5-tuple is reused for a new connection: picked afresh.
   Step("syn after close", BuildTcp(syn),
        {Action::kPass, BuildTcp(Dnat(syn, 4)), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
-  kpx_ct_entry fresh = Entry(kClient, kVip, cp, kVipPort);
+  // The new handshake is half-open; the closed flow's entries are gone (its
+  // forward one would otherwise catch the new flow's ACK).
+  kpx_ct_key fk{};
+  fk.saddr = kClient;
+  fk.daddr = kVip;
+  fk.sport = htons(cp);
+  fk.dport = htons(kVipPort);
+  fk.proto = 6;
+  kpx_ct_entry fresh{};
+  EXPECT_NE(bpf_map_lookup_elem(lb().ct_fd(), &fk, &fresh), 0) << "the closed flow's forward entry is deleted";
+  kpx_ct_key hk = fk;
+  hk.saddr = kBackendAddr[4];
+  hk.sport = htons(kBackendPort);
+  hk.daddr = kClient;
+  hk.dport = htons(cp);
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_syn_fd(), &hk, &fresh), 0);
   EXPECT_EQ(fresh.backend_id, 4u);
-  EXPECT_EQ(fresh.flags, 0) << "a fresh entry, not the closing one";
+  EXPECT_EQ(fresh.flags, KPX_CT_F_REPLY) << "a fresh entry, not the closing one";
   if (be != 4) {
     kpx_ct_key old{};
     old.saddr = kBackendAddr[be];
@@ -108,8 +122,7 @@ TEST_P(LbConntrackStateTest, FinsFromBothSidesCloseTheFlowAndASynOnItsTupleRePic
 
 TEST_P(LbConntrackStateTest, RstClosesAtOnceAndTheFlowIsForgottenAfterTheClosingLifetime) {
   const uint16_t cp = 40101;
-  const uint32_t be = MaglevPick(kTable, kClient, kVip, cp, kVipPort);
-  Step("syn", BuildTcp(ToVip(cp, kSyn)), {Action::kPass, std::nullopt, V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
+  const uint32_t be = Handshake(cp);
   TcpSpec rst = FromBackend(be, cp, kRst | kAck);
   Step("backend rst", BuildTcp(rst), {Action::kPass, BuildTcp(Unnat(rst)), V{{KPX_V_REPLY, 1}, {KPX_V_PASS_STACK, 1}}});
   EXPECT_TRUE(Entry(kClient, kVip, cp, kVipPort).flags & KPX_CT_F_RST);

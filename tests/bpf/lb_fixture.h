@@ -80,7 +80,8 @@ inline void PrepareForLoad(bpf_object* obj, const std::string& pin_dir) {
     const char* name;
     uint32_t entries;
   } const sizes[] = {{"kpx_services", 1024}, {"kpx_backends", 1024}, {"kpx_maglev", 256},
-                     {"kpx_ct", 4096},       {"kpx_affinity", 1024}, {"kpx_svc_stats", 256}};
+                     {"kpx_ct", 4096},       {"kpx_ct_syn", 1024},   {"kpx_affinity", 1024},
+                     {"kpx_svc_stats", 256}};
   for (const auto& s : sizes)
     bpf_map__set_max_entries(bpf_object__find_map_by_name(obj, s.name), s.entries);
 }
@@ -143,6 +144,7 @@ class BpfLb {
   int backends_fd() const { return bpf_map__fd(xdp_->maps.kpx_backends); }
   int maglev_fd() const { return bpf_map__fd(xdp_->maps.kpx_maglev); }
   int ct_fd() const { return bpf_map__fd(xdp_->maps.kpx_ct); }
+  int ct_syn_fd() const { return bpf_map__fd(xdp_->maps.kpx_ct_syn); }
   int affinity_fd() const { return bpf_map__fd(xdp_->maps.kpx_affinity); }
   int node_addrs_fd() const { return bpf_map__fd(xdp_->maps.kpx_node_addrs); }
   int tx_ports_fd() const { return bpf_map__fd(xdp_->maps.kpx_tx_ports); }

@@ -42,17 +42,14 @@ TEST_P(LbForwardTest, SynIsDnatedToMaglevBackendWithValidChecksums) {
   EXPECT_TRUE(v.tcp_csum_ok);
   EXPECT_EQ(v.daddr, kBackendAddr[be]) << IpText(v.daddr);
 
-  // Both conntrack entries exist and point at that backend.
-  kpx_ct_key fk = CtKey(kClient, kVip, 40000, kVipPort);
-  kpx_ct_entry fe{};
-  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &fk, &fe), 0);
-  EXPECT_EQ(fe.backend_id, be);
-  EXPECT_EQ(fe.svc_id, kSvcId);
-  EXPECT_EQ(fe.flags, 0);
+  // The half-open reverse entry points at that backend (lb_half_open_test
+  // follows the rest of the handshake).
   kpx_ct_key rk = CtKey(kBackendAddr[be], kClient, kBackendPort, 40000);
   kpx_ct_entry re{};
-  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &rk, &re), 0);
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_syn_fd(), &rk, &re), 0);
   EXPECT_EQ(re.flags, KPX_CT_F_REPLY);
+  EXPECT_EQ(re.backend_id, be);
+  EXPECT_EQ(re.svc_id, kSvcId);
   EXPECT_EQ(re.vip, kVip);
   EXPECT_EQ(re.vport, htons(kVipPort));
 
@@ -78,10 +75,8 @@ TEST_P(LbForwardTest, MaglevSpreadsFlowsExactlyAsTheTableSays) {
 
 TEST_P(LbForwardTest, ConntrackKeepsFlowOnItsBackendAfterTableChange) {
   SetUpBasicWorld(lb());
-  uint32_t be = MaglevPick(kTable, kClient, kVip, 40001, kVipPort);
+  uint32_t be = Handshake(40001);
   TcpSpec syn = ToVip(40001, kSyn);
-  Step("syn", BuildTcp(syn),
-       {Action::kPass, BuildTcp(Dnat(syn, be)), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
 
   // The service now has a single, different backend (id 4).
   std::vector<uint32_t> only4(kTable.size(), 4);
@@ -127,9 +122,15 @@ TEST_P(LbForwardTest, ReplyFromBackendIsReverseNatedToVip) {
   TcpView v = ParseTcp(out);
   EXPECT_TRUE(v.ip_csum_ok && v.tcp_csum_ok);
 
-  // The first reply marks both entries as answered.
+  // The first reply marks the flow as answered (the forward entry it adds
+  // to kpx_ct_syn carries the mark to kpx_ct with the client's ACK).
   kpx_ct_key fk = CtKey(kClient, kVip, 40003, kVipPort);
   kpx_ct_entry fe{};
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_syn_fd(), &fk, &fe), 0);
+  EXPECT_EQ(fe.flags & KPX_CT_F_SEEN_REPLY, KPX_CT_F_SEEN_REPLY);
+  TcpSpec ack = ToVip(40003, kAck);
+  Step("ack", BuildTcp(ack),
+       {Action::kPass, BuildTcp(Dnat(ack, be)), V{{KPX_V_HANDSHAKE, 1}, {KPX_V_PASS_STACK, 1}}});
   ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &fk, &fe), 0);
   EXPECT_EQ(fe.flags & KPX_CT_F_SEEN_REPLY, KPX_CT_F_SEEN_REPLY);
 
@@ -148,7 +149,7 @@ TEST_P(LbForwardTest, ReplyFromBackendIsReverseNatedToVip) {
   stray.dport = 40999;
   Bytes stray_in = BuildTcp(stray);
   Step("stray", stray_in, {Action::kPass, stray_in, V{{KPX_V_PASS_NON_SERVICE, 1}}});
-  EXPECT_EQ(lb().SvcStats(kSvcId).packets, 3u);
+  EXPECT_EQ(lb().SvcStats(kSvcId).packets, 4u);
 }
 
 // The LRU may evict a live flow's entries (a SYN flood churns kpx_ct): a
@@ -274,11 +275,15 @@ TEST_P(LbForwardTest, CounterSumsMatchTrafficAcrossHooks) {
   auto r = lb().Run(other, BuildTcp(ToVip(40008, kSyn)));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(ParseTcp(r->out).daddr, kBackendAddr[be]);
+  r = lb().Run(other, BuildTcp(FromBackend(be, 40008, kSyn | kAck)));
+  ASSERT_TRUE(r.ok()) << r.status();
   TcpSpec ack = ToVip(40008, kAck);
+  Step("ack via the other hook's half-open flow", BuildTcp(ack),
+       {Action::kPass, BuildTcp(Dnat(ack, be)), V{{KPX_V_HANDSHAKE, 1}, {KPX_V_PASS_STACK, 1}}});
   Step("ack via the other hook's flow", BuildTcp(ack),
        {Action::kPass, BuildTcp(Dnat(ack, be)), V{{KPX_V_CT_HIT, 1}, {KPX_V_PASS_STACK, 1}}});
   kpx_svc_stats st = lb().SvcStats(kSvcId);
-  EXPECT_EQ(st.packets, 2u);
+  EXPECT_EQ(st.packets, 4u);
   EXPECT_EQ(st.new_flows, 1u);
 }
 

@@ -117,9 +117,7 @@ TEST_P(LbRejectTest, RemovedSlotIsSkippedByProbingTheNextSlots) {
 
 TEST_P(LbRejectTest, EstablishedFlowOnRemovedBackendGetsRst) {
   SetUpBasicWorld(lb());
-  uint32_t be = MaglevPick(kTable, kClient, kVip, 40104, kVipPort);
-  Step("syn", BuildTcp(ToVip(40104, kSyn)),
-       {Action::kPass, std::nullopt, V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
+  uint32_t be = Handshake(40104);
   ASSERT_TRUE(lb().SetBackend(be, 0, 0).ok());  // backend removed, table not yet rebuilt
 
   TcpSpec data = ToVip(40104, kAck | kPsh);

@@ -93,17 +93,25 @@ TEST_P(LbSnatTest, OffClusterClientOfClusterIpIsMasqueradedAndTheReplyRestoresBo
   const uint32_t be = MaglevPick(kTable, kClient, kVip, 40000, kVipPort);
   const uint16_t port = MasqueradedSyn(syn, be);
 
+  // Half-open: both entries in kpx_ct_syn (the reverse one reserves the port).
   kpx_ct_entry fe{}, re{};
   kpx_ct_key fk = Key(kClient, kVip, 40000, kVipPort);
-  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &fk, &fe), 0);
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_syn_fd(), &fk, &fe), 0);
   EXPECT_EQ(fe.flags, KPX_CT_F_SNAT);
   EXPECT_EQ(fe.snat_addr, kNode);
   EXPECT_EQ(ntohs(fe.snat_port), port);
   EXPECT_EQ(fe.client_addr, kClient);
   EXPECT_EQ(ntohs(fe.client_port), 40000);
   kpx_ct_key rk = Key(kBackendAddr[be], kNode, kBackendPort, port);
-  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &rk, &re), 0) << "the reverse entry is keyed by the SNAT address:port";
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_syn_fd(), &rk, &re), 0) << "the reverse entry is keyed by the SNAT address:port";
   EXPECT_EQ(re.flags, KPX_CT_F_SNAT | KPX_CT_F_REPLY);
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &fk, &fe), -ENOENT) << "nothing in kpx_ct before the handshake";
+
+  // A retransmitted SYN keeps its port.
+  TcpSpec want_syn = Dnat(syn, be);
+  want_syn.saddr = kNode;
+  want_syn.sport = port;
+  Step("syn again", BuildTcp(syn), {Action::kPass, BuildTcp(want_syn), V{{KPX_V_HANDSHAKE, 1}, {KPX_V_PASS_STACK, 1}}});
 
   // The backend answers the node; the reply goes back as VIP -> client.
   TcpSpec synack = Reply(be, kNode, port, kSyn | kAck);
@@ -118,7 +126,17 @@ TEST_P(LbSnatTest, OffClusterClientOfClusterIpIsMasqueradedAndTheReplyRestoresBo
   TcpView v = ParseTcp(out);
   EXPECT_TRUE(v.ip_csum_ok && v.tcp_csum_ok);
 
-  // The rest of the flow keeps its backend and its port.
+  // The client's ACK moves the flow to kpx_ct; the rest of the flow keeps
+  // its backend and its port.
+  TcpSpec hs = ToVip(40000, kAck);
+  TcpSpec want_hs = Dnat(hs, be);
+  want_hs.saddr = kNode;
+  want_hs.sport = port;
+  Step("ack", BuildTcp(hs), {Action::kPass, BuildTcp(want_hs), V{{KPX_V_HANDSHAKE, 1}, {KPX_V_PASS_STACK, 1}}});
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &fk, &fe), 0);
+  EXPECT_EQ(fe.flags, KPX_CT_F_SNAT | KPX_CT_F_SEEN_REPLY);
+  ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &rk, &re), 0);
+  EXPECT_EQ(ntohs(re.snat_port), port);
   TcpSpec ack = ToVip(40000, kAck | kPsh);
   ack.payload.assign(200, 'd');
   TcpSpec want_ack = Dnat(ack, be);
@@ -199,9 +217,20 @@ TEST_P(LbSnatTest, SnatPortsNeverCollideAndExhaustionIsRefused) {
   for (uint16_t sport : {40010, 40011}) ports.insert(MasqueradedSyn(ToVip(sport, kSyn), 2));
   EXPECT_EQ(ports, (std::set<uint16_t>{62000, 62001}));
 
+  // Held by the two handshakes (kpx_ct_syn)...
   TcpSpec third = ToVip(40012, kSyn);
   Step("no port left", BuildTcp(third), {Action::kRst, std::nullopt, V{{KPX_V_SNAT_NO_PORT, 1}}});
   EXPECT_EQ(lb().SvcStats(kSvcId).no_backend, 0u);
+  // ... and by the two established flows (kpx_ct) once they complete.
+  kpx_ct_entry he{};
+  for (uint16_t sport : {40010, 40011}) {
+    kpx_ct_key hk = Key(kClient, kVip, sport, kVipPort);
+    ASSERT_EQ(bpf_map_lookup_elem(lb().ct_syn_fd(), &hk, &he), 0);
+    Step("syn-ack", BuildTcp(Reply(2, kNode, ntohs(he.snat_port), kSyn | kAck)),
+         {Action::kPass, std::nullopt, V{{KPX_V_REPLY, 1}, {KPX_V_PASS_STACK, 1}}});
+    Step("ack", BuildTcp(ToVip(sport, kAck)), {Action::kPass, std::nullopt, V{{KPX_V_HANDSHAKE, 1}, {KPX_V_PASS_STACK, 1}}});
+  }
+  Step("no port left after the handshakes", BuildTcp(third), {Action::kRst, std::nullopt, V{{KPX_V_SNAT_NO_PORT, 1}}});
 
   // The first flow is reset by the client; once its closing lifetime has
   // passed (aged here by hand) its port is free again.

@@ -25,7 +25,8 @@ namespace kpx::bpftest {
 inline const char* VerdictName(uint32_t v) {
   static const char* const kNames[] = {"PASS_NON_SERVICE", "CT_HIT",       "NEW_FLOW", "REPLY",
                                        "NO_BACKEND",       "DEAD_BACKEND", "REDIRECT", "PASS_STACK",
-                                       "MALFORMED",        "FRAGMENT",     "SNAT_NO_PORT"};
+                                       "MALFORMED",        "FRAGMENT",     "SNAT_NO_PORT", "HANDSHAKE"};
+  static_assert(sizeof(kNames) / sizeof(kNames[0]) == KPX_V_MAX);
   return v < KPX_V_MAX ? kNames[v] : "?";
 }
 
@@ -58,8 +59,13 @@ inline std::string Hex(const Bytes& b) {
 struct Expect {
   Action action = Action::kPass;
   std::optional<Bytes> out;               // exact frame; nullopt = not compared
-  std::map<uint32_t, uint64_t> verdicts;  // counter deltas; unlisted ones must not move
+  using Verdicts = std::map<uint32_t, uint64_t>;
+  Verdicts verdicts;  // counter deltas; unlisted ones must not move
 };
+inline Expect::Verdicts Plus(Expect::Verdicts v, uint32_t verdict) {
+  v[verdict] += 1;
+  return v;
+}
 
 // While alive, the calling thread is in a fresh, empty network namespace:
 // BPF_PROG_TEST_RUN's bpf_fib_lookup then sees no routes (not the host's),
@@ -115,6 +121,12 @@ class LbTest : public ::testing::TestWithParam<Hook> {
     }
     return r->out;
   }
+
+  // The three-way handshake of kClient:sport with the basic world's VIP (no
+  // masquerade) whose Maglev table is kTable: SYN (new flow, half-open),
+  // the backend's SYN-ACK (reverse NAT), the client's ACK (the flow moves to
+  // kpx_ct). Checks every frame and verdict; returns the backend id.
+  uint32_t Handshake(uint16_t sport);
 
   std::unique_ptr<PrivateNetns> netns_;  // destroyed after lb_ and derived members
   std::unique_ptr<BpfLb> lb_;
@@ -186,6 +198,61 @@ inline TcpSpec Dnat(TcpSpec s, uint32_t id) {
   s.daddr = kBackendAddr[id];
   s.dport = kBackendPort;
   return s;
+}
+
+// Backend `id`'s packet to the client's port `sport`, and what it must look
+// like after reverse NAT.
+inline TcpSpec FromBackend(uint32_t id, uint16_t sport, uint8_t flags) {
+  TcpSpec s;
+  s.saddr = kBackendAddr[id];
+  s.daddr = kClient;
+  s.sport = kBackendPort;
+  s.dport = sport;
+  s.flags = flags;
+  s.seq = 123456;
+  s.ack = 7000 + sport + 1;
+  return s;
+}
+inline TcpSpec ReverseNat(TcpSpec s) {
+  s.saddr = kVip;
+  s.sport = kVipPort;
+  return s;
+}
+
+inline kpx_ct_key CtKeyOf(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport) {
+  kpx_ct_key k{};
+  k.saddr = saddr;
+  k.daddr = daddr;
+  k.sport = htons(sport);
+  k.dport = htons(dport);
+  k.proto = 6;
+  return k;
+}
+
+// Entries of a conntrack map (kpx_ct or kpx_ct_syn).
+inline size_t CountEntries(int fd) {
+  kpx_ct_key key{}, next{};
+  size_t n = 0;
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    ++n;
+    key = next;
+    prev = &key;
+  }
+  return n;
+}
+
+inline uint32_t LbTest::Handshake(uint16_t sport) {
+  uint32_t be = MaglevPick(kTable, kClient, kVip, sport, kVipPort);
+  const Expect::Verdicts stack = {{KPX_V_PASS_STACK, 1}};
+  TcpSpec syn = ToVip(sport, kSyn);
+  Step("handshake syn", BuildTcp(syn), {Action::kPass, BuildTcp(Dnat(syn, be)), Plus(stack, KPX_V_NEW_FLOW)});
+  TcpSpec synack = FromBackend(be, sport, kSyn | kAck);
+  Step("handshake syn-ack", BuildTcp(synack),
+       {Action::kPass, BuildTcp(ReverseNat(synack)), Plus(stack, KPX_V_REPLY)});
+  TcpSpec ack = ToVip(sport, kAck);
+  Step("handshake ack", BuildTcp(ack), {Action::kPass, BuildTcp(Dnat(ack, be)), Plus(stack, KPX_V_HANDSHAKE)});
+  return be;
 }
 
 }  // namespace kpx::bpftest

@@ -7,6 +7,7 @@
 
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "dataplane/xdp/abi_convert.h"
 #include "dataplane/xdp/fake_bpf_maps.h"
 #include "gmock/gmock.h"
@@ -20,6 +21,7 @@ using controller::FrontendKey;
 using controller::ServiceRule;
 using controller::ServiceTable;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
 Ipv4 Ip(const char* s) { return *Ipv4::Parse(s); }
@@ -242,7 +244,25 @@ TEST(XdpOptionsParsing, ModesAndCidrs) {
   for (const char* bad : {"10.0.0.0", "10.0.0.0/33", "10.0.0.0/-1", "fd00::/64", "10.0.0/8", "x/8"}) {
     EXPECT_FALSE(ParseIpv4Cidr(bad).ok()) << bad;
   }
-  EXPECT_EQ(DefaultPinDir(), "/sys/fs/bpf/kpx/v2");
+  EXPECT_EQ(DefaultPinDir(), "/sys/fs/bpf/kpx/v3");
+}
+
+TEST(XdpOptionsParsing, SnatPortRange) {
+  absl::StatusOr<PortRange> r = ParsePortRange("61000-65535");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->min, 61000);
+  EXPECT_EQ(r->max, 65535);
+  r = ParsePortRange("40000-40000");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->min, 40000);
+  EXPECT_EQ(r->max, 40000);
+  for (const char* bad : {"", "61000", "61000-", "-65535", "a-b", "61000-65536", "80-1000", "65535-61000",
+                          "61000:65535", "0-0", "61000-65535x"}) {
+    absl::StatusOr<PortRange> b = ParsePortRange(bad);
+    EXPECT_FALSE(b.ok()) << bad;
+    EXPECT_THAT(std::string(b.status().message()), HasSubstr(absl::StrCat("\"", bad, "\""))) << bad;
+  }
+  EXPECT_THAT(std::string(ParsePortRange("65535-61000").status().message()), HasSubstr("first <= the last"));
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ struct Maps {
   std::map<uint32_t, kpx_backend> backends;
   std::map<uint32_t, std::vector<uint32_t>> maglev;
   std::map<std::tuple<uint32_t, uint32_t, uint16_t, uint16_t>, kpx_ct_entry> ct;
+  std::map<std::tuple<uint32_t, uint32_t, uint16_t, uint16_t>, kpx_ct_entry> ct_syn;  // half-open
   std::map<std::pair<uint32_t, uint32_t>, kpx_affinity_val> affinity;
 
   TraceLookups Lookups() {
@@ -49,6 +50,11 @@ struct Maps {
     l.conntrack = [this](const kpx_ct_key& k) -> std::optional<kpx_ct_entry> {
       auto it = ct.find({k.saddr, k.daddr, k.sport, k.dport});
       if (it == ct.end()) return std::nullopt;
+      return it->second;
+    };
+    l.conntrack_half_open = [this](const kpx_ct_key& k) -> std::optional<kpx_ct_entry> {
+      auto it = ct_syn.find({k.saddr, k.daddr, k.sport, k.dport});
+      if (it == ct_syn.end()) return std::nullopt;
       return it->second;
     };
     l.affinity = [this](const kpx_affinity_key& k) -> std::optional<kpx_affinity_val> {
@@ -146,6 +152,44 @@ TEST_F(FlowTraceTest, ConntrackWinsAndADeadBackendFallsThrough) {
   EXPECT_NE(tr.decision, FlowTrace::Decision::kConntrack);
   EXPECT_TRUE(tr.conntrack.has_value());
   EXPECT_THAT(tr.steps[1], HasSubstr("removed"));
+}
+
+// kpx_ct_syn: a SYN's reverse entry shows as a pending handshake next to
+// the Maglev pick; once the backend answered, the forward entry decides
+// (lb4_handshake), whatever the table says by then.
+TEST_F(FlowTraceTest, HalfOpenHandshakesAreShown) {
+  FlowTrace pick = Trace("10.0.0.1", 40000, "10.96.0.10", 80);
+  ASSERT_EQ(pick.decision, FlowTrace::Decision::kMaglev);
+  EXPECT_FALSE(pick.half_open.has_value());
+  kpx_ct_entry r{};
+  r.backend_id = pick.backend_id;
+  r.svc_id = 7;
+  r.vip = Ip("10.96.0.10").be();
+  r.vport = htons(80);
+  r.flags = KPX_CT_F_REPLY;
+  maps_.ct_syn[{pick.backend->addr, Ip("10.0.0.1").be(), pick.backend->port, htons(40000)}] = r;
+  FlowTrace tr = Trace("10.0.0.1", 40000, "10.96.0.10", 80);
+  EXPECT_EQ(tr.decision, FlowTrace::Decision::kMaglev);
+  ASSERT_TRUE(tr.half_open.has_value());
+  EXPECT_THAT(tr.steps.back(), HasSubstr("no SYN-ACK yet"));
+
+  const uint32_t other = pick.backend_id % 3 + 1;
+  kpx_ct_entry f = r;
+  f.backend_id = other;
+  f.flags = KPX_CT_F_SEEN_REPLY;
+  maps_.ct_syn[{Ip("10.0.0.1").be(), Ip("10.96.0.10").be(), htons(40000), htons(80)}] = f;
+  tr = Trace("10.0.0.1", 40000, "10.96.0.10", 80);
+  EXPECT_EQ(tr.decision, FlowTrace::Decision::kHalfOpen);
+  EXPECT_EQ(tr.backend_id, other);
+  EXPECT_STREQ(DecisionName(tr.decision), "half_open");
+  EXPECT_THAT(tr.steps[1], HasSubstr("handshake in progress"));
+
+  // Established (kpx_ct) wins over a stale half-open entry.
+  kpx_ct_entry e{};
+  e.backend_id = pick.backend_id;
+  e.svc_id = 7;
+  maps_.ct[{Ip("10.0.0.1").be(), Ip("10.96.0.10").be(), htons(40000), htons(80)}] = e;
+  EXPECT_EQ(Trace("10.0.0.1", 40000, "10.96.0.10", 80).decision, FlowTrace::Decision::kConntrack);
 }
 
 TEST_F(FlowTraceTest, AClosedFlowsEntryDoesNotDecideANewSyn) {

@@ -150,34 +150,37 @@ class Bench {
 
   int Prog(bool xdp) const { return xdp ? progs_->xdp_prog_fd() : progs_->tc_prog_fd(); }
   int Floor(bool xdp) const { return bpf_program__fd(xdp ? floor_->progs.kpx_floor_xdp : floor_->progs.kpx_floor_tc); }
-  // Empties kpx_ct (between repetitions: each starts from the same state,
-  // far below the LRU's capacity, so no insert pays for an eviction).
+  // Empties kpx_ct and kpx_ct_syn (between repetitions: each starts from
+  // the same state, far below the LRUs' capacity, so no insert pays for an
+  // eviction).
   absl::Status ClearConntrack() const {
-    int fd = bpf_obj_get((pin_dir_ + "/kpx_ct").c_str());
-    if (fd < 0) return absl::InternalError(absl::StrCat("opening pinned kpx_ct: ", strerror(errno)));
+    for (const char* name : {"kpx_ct", "kpx_ct_syn"}) {
+      auto keys = Keys(name, /*reply_only=*/false);
+      if (!keys.ok()) return keys.status();
+      int fd = bpf_obj_get((pin_dir_ + "/" + name).c_str());
+      for (const kpx_ct_key& k : *keys) bpf_map_delete_elem(fd, &k);
+      close(fd);
+    }
+    return absl::OkStatus();
+  }
+  // Reverse (backend -> client) keys of conntrack map `name`.
+  absl::StatusOr<std::vector<kpx_ct_key>> ReverseFlows(const char* name) const { return Keys(name, true); }
+  int Sink() const { return bpf_program__fd(floor_->progs.kpx_floor_sink); }
+  absl::StatusOr<std::vector<kpx_ct_key>> Keys(const char* name, bool reply_only) const {
+    int fd = bpf_obj_get((pin_dir_ + "/" + name).c_str());
+    if (fd < 0) return absl::InternalError(absl::StrCat("opening pinned ", name, ": ", strerror(errno)));
     kpx_ct_key key{}, next{};
+    kpx_ct_entry e{};
     std::vector<kpx_ct_key> keys;
     const void* prev = nullptr;
     while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      keys.push_back(next);
+      if (!reply_only || (bpf_map_lookup_elem(fd, &next, &e) == 0 && (e.flags & KPX_CT_F_REPLY))) keys.push_back(next);
       key = next;
       prev = &key;
     }
-    for (const kpx_ct_key& k : keys) bpf_map_delete_elem(fd, &k);
     close(fd);
-    return absl::OkStatus();
+    return keys;
   }
-  // Reverse (backend -> client) conntrack keys.
-  absl::StatusOr<std::vector<kpx_ct_key>> ReverseFlows() const {
-    std::vector<kpx_ct_key> out;
-    absl::Status st = maps_->ForEachConntrack([&](const kpx_ct_key& k, const kpx_ct_entry& e) {
-      if (e.flags & KPX_CT_F_REPLY) out.push_back(k);
-      return true;
-    });
-    if (!st.ok()) return st;
-    return out;
-  }
-  int Sink() const { return bpf_program__fd(floor_->progs.kpx_floor_sink); }
   absl::StatusOr<xdp::VerdictCounters> Verdicts() const { return maps_->ReadVerdictStats(); }
   // Frames kpx_floor_sink has counted (all CPUs).
   uint64_t SinkCount() const {
@@ -269,8 +272,10 @@ double Mean(const std::vector<double>& v) {
   return v.empty() ? 0 : s / static_cast<double>(v.size());
 }
 
-const char* const kVerdictNames[] = {"pass_non_service", "ct_hit",   "new_flow",   "reply",     "no_backend",
-                                     "dead_backend",     "redirect", "pass_stack", "malformed", "fragment"};
+const char* const kVerdictNames[] = {"pass_non_service", "ct_hit",   "new_flow",   "reply",
+                                     "no_backend",       "dead_backend", "redirect", "pass_stack",
+                                     "malformed",        "fragment", "snat_no_port", "handshake"};
+static_assert(sizeof(kVerdictNames) / sizeof(kVerdictNames[0]) == KPX_V_MAX);
 
 // Per (hook, path): the batch means of every repetition.
 struct PathResult {
@@ -298,15 +303,28 @@ absl::Status CheckPath(const std::string& path, const Batch& batch, uint32_t wan
   return absl::OkStatus();
 }
 
+// The paths in the order a connection takes them (handshake, then data),
+// with the verdict each must produce; the no-backend SYN last.
+const std::vector<std::string> kPaths = {"pass-non-service", "new-flow", "reply-first", "handshake",
+                                         "ct-hit",           "reply",    "rst-no-backend"};
+const uint32_t kPathVerdicts[] = {KPX_V_PASS_NON_SERVICE, KPX_V_NEW_FLOW, KPX_V_REPLY,     KPX_V_HANDSHAKE,
+                                  KPX_V_CT_HIT,           KPX_V_REPLY,    KPX_V_NO_BACKEND};
+enum PathIndex { kPass = 0, kNewFlow, kReplyFirst, kHandshake, kCtHit, kReply, kRstNoBackend };
+
+// Backend -> client packet (flags) answering `fwd`, the DNATed output frame
+// of a client packet.
+Bytes Answer(const Bytes& fwd, uint8_t flags) {
+  bpftest::TcpView v = bpftest::ParseTcp(fwd);
+  return Packet(v.daddr, v.dport, v.saddr, v.sport, flags);
+}
+
 absl::Status RunPerPacket(const XdpOptions& opt, Context& ctx, Bench& bench) {
   Report& r = *ctx.report;
   const std::vector<int> flow_counts = ctx.quick ? std::vector<int>{64} : opt.flows;
   const int reps = ctx.quick ? 1 : opt.reps;
   const int services = ctx.quick ? 4 : opt.services;
-  const std::vector<std::string> paths = {"pass-non-service", "new-flow", "ct-hit",
-                                          "reply-first",      "reply",    "rst-no-backend"};
-  const uint32_t want[] = {KPX_V_PASS_NON_SERVICE, KPX_V_NEW_FLOW, KPX_V_CT_HIT, KPX_V_REPLY, KPX_V_REPLY,
-                           KPX_V_NO_BACKEND};
+  const std::vector<std::string>& paths = kPaths;
+  const uint32_t* want = kPathVerdicts;
   std::mt19937 rng(1);
   Progress progress("xdp", static_cast<int>(2 * reps * flow_counts.size()));
   for (size_t fi = 0; fi < flow_counts.size(); ++fi) {
@@ -322,28 +340,28 @@ absl::Status RunPerPacket(const XdpOptions& opt, Context& ctx, Bench& bench) {
           uint16_t sport;
           Client(batch_id, i, &saddr, &sport);
           uint32_t vip = ServiceVip(i % services);
-          pkts[0].push_back(
+          pkts[kPass].push_back(
               Packet(saddr, sport, kNonServiceNet | Be(static_cast<uint32_t>(i)), kSvcPort, bpftest::kAck));
-          pkts[1].push_back(Packet(saddr, sport, vip, kSvcPort, bpftest::kSyn));
-          pkts[2].push_back(Packet(saddr, sport, vip, kSvcPort, bpftest::kAck));
-          pkts[5].push_back(Packet(saddr, sport, kNoBackendVip, kSvcPort, bpftest::kSyn));
+          pkts[kNewFlow].push_back(Packet(saddr, sport, vip, kSvcPort, bpftest::kSyn));
+          pkts[kHandshake].push_back(Packet(saddr, sport, vip, kSvcPort, bpftest::kAck));
+          pkts[kRstNoBackend].push_back(Packet(saddr, sport, kNoBackendVip, kSvcPort, bpftest::kSyn));
         }
-        // Conntrack hits in another order than the SYNs were inserted.
-        std::shuffle(pkts[2].begin(), pkts[2].end(), rng);
+        // Every later step in another order than the SYNs were inserted.
+        std::shuffle(pkts[kHandshake].begin(), pkts[kHandshake].end(), rng);
+        pkts[kCtHit] = pkts[kHandshake];
+        std::shuffle(pkts[kCtHit].begin(), pkts[kCtHit].end(), rng);
         std::vector<Batch> batches(paths.size());
         for (size_t p = 0; p < paths.size(); ++p) {
-          if (p == 3) {
-            // Replies: backend -> client for each new flow, the backend read
-            // from the new-flow batch's output frame; shuffled too.
-            for (const Bytes& o : batches[1].out) {
-              bpftest::TcpView v = bpftest::ParseTcp(o);
-              if (!v.ok) return absl::InternalError("new-flow output is not a TCP frame");
-              pkts[3].push_back(Packet(v.daddr, v.dport, v.saddr, v.sport, bpftest::kAck | bpftest::kSyn));
+          if (p == kReplyFirst || p == kReply) {
+            // Backend -> client for each new flow (SYN-ACK, then a data
+            // ACK), the backend read from the new-flow batch's output.
+            for (const Bytes& o : batches[kNewFlow].out) {
+              if (!bpftest::ParseTcp(o).ok) return absl::InternalError("new-flow output is not a TCP frame");
+              pkts[p].push_back(Answer(o, p == kReplyFirst ? bpftest::kAck | bpftest::kSyn : bpftest::kAck));
             }
-            std::shuffle(pkts[3].begin(), pkts[3].end(), rng);
+            std::shuffle(pkts[p].begin(), pkts[p].end(), rng);
           }
-          if (p == 4) pkts[4] = pkts[3];  // the same replies again: the steady state
-          auto batch = RunBatch(bench, xdp, pkts[p], /*keep_out=*/p == 1);
+          auto batch = RunBatch(bench, xdp, pkts[p], /*keep_out=*/p == kNewFlow);
           if (!batch.ok()) return batch.status();
           if (absl::Status st = CheckPath(paths[p], *batch, want[p], pkts[p].size()); !st.ok()) return st;
           res[p].prog_means.push_back(Mean(batch->prog_ns));
@@ -419,7 +437,12 @@ absl::Status RunPerPacket(const XdpOptions& opt, Context& ctx, Bench& bench) {
     Bytes syn = Packet(Be(0x0a630002), static_cast<uint16_t>(xdp ? 40001 : 40002), kSelfVip, kSvcPort, bpftest::kSyn);
     Bytes ack = syn;
     ack = Packet(Be(0x0a630002), static_cast<uint16_t>(xdp ? 40001 : 40002), kSelfVip, kSvcPort, bpftest::kAck);
-    if (auto st = TestRun(bench.Prog(xdp), syn, nullptr); !st.ok()) return st.status();  // creates the flow
+    // The handshake (the backend is the VIP itself) makes the flow established.
+    Bytes synack = Packet(kSelfVip, kSvcPort, Be(0x0a630002), static_cast<uint16_t>(xdp ? 40001 : 40002),
+                          bpftest::kSyn | bpftest::kAck);
+    for (const Bytes* hs : {&syn, &synack, &ack}) {
+      if (auto st = TestRun(bench.Prog(xdp), *hs, nullptr); !st.ok()) return st.status();
+    }
     struct Case {
       std::string name;
       const Bytes* pkt;
@@ -553,10 +576,8 @@ absl::Status RunLive(const XdpOptions& opt, Context& ctx, XdpLab& lab, Bench& be
   absl::Status st = lab.SetXdp(lab.sink_ifindex(), bench.Sink());
   // RSTs leave through n0 with XDP_TX (c0 drops them: no XDP there).
   if (st.ok()) st = bench.AllowRedirect(lab.ingress_ifindex());
-  const std::vector<std::string> paths = {"pass-non-service", "new-flow", "ct-hit",
-                                          "reply-first",      "reply",    "rst-no-backend"};
-  const uint32_t want[] = {KPX_V_PASS_NON_SERVICE, KPX_V_NEW_FLOW, KPX_V_CT_HIT, KPX_V_REPLY, KPX_V_REPLY,
-                           KPX_V_NO_BACKEND};
+  const std::vector<std::string>& paths = kPaths;
+  const uint32_t* want = kPathVerdicts;
   std::vector<std::vector<double>> kpx_ns(paths.size()), floor_ns(paths.size()), mpps(paths.size());
   std::vector<nlohmann::json> verdicts(paths.size(), nlohmann::json::object());
   std::mt19937 rng(2);
@@ -568,31 +589,34 @@ absl::Status RunLive(const XdpOptions& opt, Context& ctx, XdpLab& lab, Bench& be
       uint16_t sport;
       Client(100 + rep, i, &saddr, &sport);
       uint32_t vip = ServiceVip(i % services);
-      pkts[0].push_back(Packet(saddr, sport, kNonServiceNet | Be(static_cast<uint32_t>(i)), kSvcPort, bpftest::kAck));
-      pkts[1].push_back(Packet(saddr, sport, vip, kSvcPort, bpftest::kSyn));
-      pkts[2].push_back(Packet(saddr, sport, vip, kSvcPort, bpftest::kAck));
-      pkts[5].push_back(Packet(saddr, sport, kNoBackendVip, kSvcPort, bpftest::kSyn));
+      pkts[kPass].push_back(Packet(saddr, sport, kNonServiceNet | Be(static_cast<uint32_t>(i)), kSvcPort, bpftest::kAck));
+      pkts[kNewFlow].push_back(Packet(saddr, sport, vip, kSvcPort, bpftest::kSyn));
+      pkts[kHandshake].push_back(Packet(saddr, sport, vip, kSvcPort, bpftest::kAck));
+      pkts[kRstNoBackend].push_back(Packet(saddr, sport, kNoBackendVip, kSvcPort, bpftest::kSyn));
     }
-    std::shuffle(pkts[2].begin(), pkts[2].end(), rng);
+    std::shuffle(pkts[kHandshake].begin(), pkts[kHandshake].end(), rng);
+    pkts[kCtHit] = pkts[kHandshake];
+    std::shuffle(pkts[kCtHit].begin(), pkts[kCtHit].end(), rng);
     for (size_t p = 0; p < paths.size() && st.ok(); ++p) {
-      if (p == 3) {
-        // Replies: one per reverse conntrack entry the new-flow pass made.
-        auto reverse = bench.ReverseFlows();
+      if (p == kReplyFirst) {
+        // SYN-ACKs: one per half-open reverse entry the new-flow pass made.
+        auto reverse = bench.ReverseFlows("kpx_ct_syn");
         if (!reverse.ok()) {
           st = reverse.status();
           break;
         }
         for (const kpx_ct_key& k : *reverse) {
-          pkts[3].push_back(Packet(k.saddr, ntohs(k.sport), k.daddr, ntohs(k.dport), bpftest::kAck | bpftest::kSyn));
+          pkts[p].push_back(Packet(k.saddr, ntohs(k.sport), k.daddr, ntohs(k.dport), bpftest::kAck | bpftest::kSyn));
+          pkts[kReply].push_back(Packet(k.saddr, ntohs(k.sport), k.daddr, ntohs(k.dport), bpftest::kAck));
         }
-        std::shuffle(pkts[3].begin(), pkts[3].end(), rng);
+        std::shuffle(pkts[p].begin(), pkts[p].end(), rng);
+        std::shuffle(pkts[kReply].begin(), pkts[kReply].end(), rng);
       }
-      if (p == 4) pkts[4] = pkts[3];
       // Each frame once (new flows and first replies must not repeat):
       // bounded by count; the time bound only cuts a slow sender short.
       const uint64_t count = pkts[p].size();
       for (bool floor : {true, false}) {
-        if (floor && (p == 1 || p == 3)) continue;  // the floor would not leave them new
+        if (floor && (p == kNewFlow || p == kReplyFirst || p == kHandshake)) continue;  // the floor would not leave them new
         const int fd = floor ? bench.Floor(true) : bench.Prog(true);
         if (st = lab.SetXdp(lab.ingress_ifindex(), fd); !st.ok()) break;
         auto before_v = bench.Verdicts();

@@ -229,6 +229,10 @@ nlohmann::json Daemon::TraceXdp(Ipv4 src, uint16_t sport, Ipv4 dst, uint16_t dpo
       j["conntrack"] = {{"backend_id", tr.conntrack->backend_id},
                         {"seen_reply", (tr.conntrack->flags & KPX_CT_F_SEEN_REPLY) != 0}};
     }
+    if (tr.half_open) {
+      j["half_open"] = {{"backend_id", tr.half_open->backend_id},
+                        {"seen_reply", (tr.half_open->flags & KPX_CT_F_SEEN_REPLY) != 0}};
+    }
     if (tr.affinity) {
       j["affinity"] = {{"backend_id", tr.affinity->backend_id},
                        {"age_s", tr.affinity_age_ns / 1e9},

@@ -53,9 +53,15 @@ DEFINE_int32(maglev_table_size, KPX_MAGLEV_M_DEFAULT,
 DEFINE_uint32(bpf_max_frontends, 0, "kpx_services entries: Service frontends (0 = KPX_MAX_FRONTENDS)");
 DEFINE_uint32(bpf_max_backends, 0, "kpx_backends slots: distinct backend ip:ports + 1 (0 = KPX_MAX_BACKENDS)");
 DEFINE_uint32(bpf_max_services, 0, "kpx_maglev / kpx_svc_stats slots: frontends + 1 (0 = KPX_MAX_SERVICES)");
-DEFINE_uint32(bpf_conntrack_size, 0, "kpx_ct LRU entries, two per flow (0 = KPX_CT_MAX)");
+DEFINE_uint32(bpf_conntrack_size, 0, "kpx_ct LRU entries: established flows, two per flow (0 = KPX_CT_MAX)");
+DEFINE_uint32(bpf_conntrack_syn_size, 0,
+              "kpx_ct_syn LRU entries: half-open flows (SYN seen, handshake not completed), one or two "
+              "each; a SYN flood churns only this map (0 = KPX_CT_SYN_MAX)");
+DEFINE_string(bpf_snat_port_range, "61000-65535",
+              "Source ports of masqueraded eBPF flows, inclusive (MIN-MAX, 1024-65535); keep it outside "
+              "the node's net.ipv4.ip_local_port_range");
 DEFINE_uint32(bpf_affinity_size, 0, "kpx_affinity LRU entries (0 = KPX_AFFINITY_MAX)");
-DEFINE_string(bpf_pin_dir, "", "Where kpx's BPF maps and links are pinned (default /sys/fs/bpf/kpx/v2, the ABI version; a kpxd refuses to start over another version's pins and names the --cleanup to run)");
+DEFINE_string(bpf_pin_dir, "", "Where kpx's BPF maps and links are pinned (default /sys/fs/bpf/kpx/v3, the ABI version; a kpxd refuses to start over another version's pins and names the --cleanup to run)");
 DEFINE_bool(health_checks, true,
             "Probe backends and take failing ones out of rotation (EndpointSlice readiness "
             "always wins: health can only remove more)");
@@ -271,7 +277,12 @@ int main(int argc, char** argv) {
                         .backends = FLAGS_bpf_max_backends,
                         .services = FLAGS_bpf_max_services,
                         .conntrack = FLAGS_bpf_conntrack_size,
+                        .conntrack_syn = FLAGS_bpf_conntrack_syn_size,
                         .affinity = FLAGS_bpf_affinity_size};
+  auto snat_ports = kpx::xdp::ParsePortRange(FLAGS_bpf_snat_port_range);
+  if (!snat_ports.ok()) KPXD_FAIL << "--bpf-snat-port-range: " << snat_ports.status().message();
+  opts.xdp.snat_port_min = snat_ports->min;
+  opts.xdp.snat_port_max = snat_ports->max;
   if (!FLAGS_cluster_cidr.empty()) {
     auto cidr = kpx::xdp::ParseIpv4Cidr(FLAGS_cluster_cidr);
     if (!cidr.ok()) KPXD_FAIL << "--cluster-cidr: " << cidr.status().message();

@@ -8,7 +8,7 @@
 
 #include <linux/types.h>
 
-#define KPX_ABI_VERSION 2
+#define KPX_ABI_VERSION 3
 #define KPX_PIN_DIR "/sys/fs/bpf/kpx"
 
 /* Capacities (userspace may lower/raise some with bpf_map__set_max_entries
@@ -17,6 +17,7 @@
 #define KPX_MAX_BACKENDS 262144    /* backend ids 1..KPX_MAX_BACKENDS-1; 0 = none */
 #define KPX_MAX_FRONTENDS 131072   /* (vip, port, proto) keys */
 #define KPX_CT_MAX 524288          /* conntrack entries (two per flow) */
+#define KPX_CT_SYN_MAX 65536       /* half-open conntrack entries (one or two per handshake) */
 #define KPX_AFFINITY_MAX 131072
 #define KPX_MAGLEV_M_DEFAULT 16381 /* prime; per-service table size upper bound */
 #define KPX_MAGLEV_M_MAX 65521
@@ -144,7 +145,8 @@ enum kpx_verdict {
 	KPX_V_MALFORMED = 8,        /* truncated/bad headers: passed untouched */
 	KPX_V_FRAGMENT = 9,         /* IP fragment to a frontend: passed untouched */
 	KPX_V_SNAT_NO_PORT = 10,    /* masquerade needed, no free SNAT port: RST */
-	KPX_V_MAX = 11,
+	KPX_V_HANDSHAKE = 11,       /* client's ACK completing a handshake: half-open flow moved to kpx_ct */
+	KPX_V_MAX = 12,
 };
 
 /* Global configuration, one entry (key 0). */
@@ -172,7 +174,9 @@ struct kpx_config {
  *   kpx_backends      ARRAY       __u32 backend id -> kpx_backend
  *   kpx_maglev        ARRAY_OF_MAPS __u32 svc id -> inner ARRAY (__u32 slot -> __u32 backend id),
  *                                 inner maps sized per service (BPF_F_INNER_MAP)
- *   kpx_ct            LRU_HASH    kpx_ct_key -> kpx_ct_entry
+ *   kpx_ct            LRU_HASH    kpx_ct_key -> kpx_ct_entry (established flows)
+ *   kpx_ct_syn        LRU_HASH    kpx_ct_key -> kpx_ct_entry (half-open flows: SYN seen,
+ *                                 handshake not completed; see lib/conntrack.h)
  *   kpx_affinity      LRU_HASH    kpx_affinity_key -> kpx_affinity_val
  *   kpx_node_addrs    HASH        __be32 -> __u8 (this node's addresses, for NodePorts)
  *   kpx_tx_ports      DEVMAP_HASH ifindex -> ifindex (interfaces safe for XDP_REDIRECT)
