@@ -42,10 +42,18 @@ struct UringProxyOptions {
   // another hands new ones over. Used only with at most one worker per CPU.
   bool pin_workers = true;
   // kSplice: one direction of a connection switches to splice(2) once it has
-  // carried this many bytes (so short request/response exchanges never pay
-  // for the pipe); the proxy's CPU per relayed MB roughly halved in the
-  // peers lab (docs/BENCHMARKS.md). pipe_size: that direction's pipe; 1 MiB
+  // carried this many bytes in reads of at least a quarter buffer (16 KiB),
+  // i.e. while the sender was ahead of us: short request/response exchanges
+  // never pay for the pipe, however long the connection lives. 0: every
+  // direction from its first byte. The proxy's CPU per relayed MB roughly
+  // halved in the peers lab (docs/BENCHMARKS.md). pipe_size: that direction's pipe; 1 MiB
   // beat 256 KiB in the same A/B (fewer splice and poll rounds per MB).
+  // Listener descriptors (one per worker per frontend) allowed before new
+  // frontends get a single listener that every worker's ring accepts on
+  // (multishot accept on the same socket; no CPU steering for those).
+  // 0: half of RLIMIT_NOFILE (20000 here, unprivileged: 10k Services on 2
+  // workers then take 5000 x 2 + 5000 descriptors, not 20000).
+  int listener_fd_budget = 0;
   RelayMode relay = RelayMode::kSplice;
   int64_t splice_after_bytes = 1 << 20;
   int pipe_size = 1 << 20;

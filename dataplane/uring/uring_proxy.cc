@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -49,6 +50,12 @@ void RaiseFileLimit() {
     LOG(WARNING) << "could not raise RLIMIT_NOFILE to " << lim.rlim_max << ": "
                  << std::strerror(errno);
   }
+}
+
+int HalfFileLimit() {
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return 1 << 30;
+  return static_cast<int>(std::min<rlim_t>(lim.rlim_cur / 2, 1 << 30));
 }
 
 // One SO_REUSEPORT listener for `key` (ip 0.0.0.0: every local address).
@@ -134,6 +141,7 @@ absl::StatusOr<std::unique_ptr<UringProxy>> UringProxy::Create(UringProxyOptions
     return absl::InvalidArgumentError("workers must be >= 0 and max_connections > 0");
   }
   RaiseFileLimit();
+  const int budget = options.listener_fd_budget > 0 ? options.listener_fd_budget : HalfFileLimit();
 
   std::unique_ptr<UringProxy> proxy(new UringProxy());
   KPX_ASSIGN_OR_RETURN(proxy->netns_ino_, CurrentNetnsInode());
@@ -142,6 +150,7 @@ absl::StatusOr<std::unique_ptr<UringProxy>> UringProxy::Create(UringProxyOptions
   }
   int n = options.workers;
   if (n == 0) n = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  proxy->listener_fd_budget_ = budget;
   proxy->ctx_ = std::make_unique<WorkerContext>();
   proxy->ctx_->options = std::move(options);
   if (proxy->ctx_->options.pin_workers) {
@@ -245,26 +254,36 @@ absl::Status UringProxy::RemoveLocked(const controller::FrontendKey& key) {
 
 absl::Status UringProxy::StartListeningLocked(Frontend& fe) {
   const controller::FrontendKey key = fe.shared->key;
-  std::vector<int> fds;
-  for (size_t i = 0; i < workers_.size(); ++i) {
+  const int n = static_cast<int>(workers_.size());
+  // Past the budget, one socket for all workers: each worker's ring keeps a
+  // multishot accept on it, and the kernel wakes one of them per connection.
+  const bool shared = n > 1 && listener_fds_ + n > listener_fd_budget_;
+  std::vector<std::shared_ptr<ListenerSocket>> socks;
+  for (int i = 0; i < (shared ? 1 : n); ++i) {
     absl::StatusOr<int> fd = OpenListener(key);
-    if (!fd.ok()) {
-      for (int open : fds) close(open);
-      return fd.status();
-    }
-    fds.push_back(*fd);
+    if (!fd.ok()) return fd.status();  // those already open close with `socks`
+    socks.push_back(std::make_shared<ListenerSocket>(*fd, shared));
   }
-  if (!ctx_->worker_cpus.empty()) SteerByCpu(fds.back(), ctx_->worker_cpus);
-  // From here on the workers own the sockets.
+  if (!shared && !ctx_->worker_cpus.empty()) SteerByCpu(socks.back()->fd, ctx_->worker_cpus);
+  if (shared && shared_listeners_logged_++ == 0) {
+    LOG(INFO) << "io_uring proxy: " << listener_fds_ << " listener descriptors open (budget "
+              << listener_fd_budget_ << "); " << key.String()
+              << " and later frontends get one listener shared by all workers";
+  }
   fe.listening = true;
+  fe.listener_fds = static_cast<int>(socks.size());
+  listener_fds_ += fe.listener_fds;
   return OnAllWorkers("listen " + key.String(), [&](int i) {
-    return [w = workers_[i].get(), config = fe.config, fd = fds[i]] { w->AddListener(config, fd); };
+    return [w = workers_[i].get(), config = fe.config, sock = socks[shared ? 0 : i]] {
+      w->AddListener(config, sock);
+    };
   });
 }
 
 absl::Status UringProxy::StopListeningLocked(Frontend& fe) {
   if (!fe.listening) return absl::OkStatus();
   fe.listening = false;
+  listener_fds_ -= std::exchange(fe.listener_fds, 0);
   return OnAllWorkers("close " + fe.shared->key.String(), [&](int i) {
     return [w = workers_[i].get(), key = fe.shared->key] { w->RemoveListener(key); };
   });
@@ -347,7 +366,11 @@ void UringProxy::StopAccepting() {
   absl::MutexLock lock(&mu_);
   if (shut_down_ || !accepting_) return;
   accepting_ = false;
-  for (auto& [key, fe] : frontends_) fe.listening = false;
+  for (auto& [key, fe] : frontends_) {
+    fe.listening = false;
+    fe.listener_fds = 0;
+  }
+  listener_fds_ = 0;
   absl::Status s = OnAllWorkers("stop accepting", [&](int i) {
     return [w = workers_[i].get()] { w->RemoveAllListeners(); };
   });
@@ -360,12 +383,25 @@ std::vector<int> UringProxy::worker_loads() const {
   return loads;
 }
 
+std::vector<uint64_t> UringProxy::worker_accepts() const {
+  std::vector<uint64_t> accepts;
+  for (const auto& w : workers_) accepts.push_back(w->accepted());
+  return accepts;
+}
+
 int64_t UringProxy::open_connections() const {
   return ctx_ == nullptr ? 0 : ctx_->connections.load(std::memory_order_relaxed);
 }
 
 uint64_t UringProxy::spliced_flows() const {
   return ctx_ == nullptr ? 0 : ctx_->spliced_flows.load(std::memory_order_relaxed);
+}
+
+int UringProxy::shared_listeners() const {
+  absl::MutexLock lock(&mu_);
+  int shared = 0;
+  for (const auto& [key, fe] : frontends_) shared += fe.listening && fe.listener_fds == 1 && workers_.size() > 1;
+  return shared;
 }
 
 uint64_t UringProxy::buffer_starvations() const {

@@ -1,5 +1,6 @@
 // UringProxy: kpx's userspace TCP dataplane. Each frontend VIP:port is bound
-// (the VIP as a /32 on kpx0) by one SO_REUSEPORT listener per worker; each
+// (the VIP as a /32 on kpx0) by one SO_REUSEPORT listener per worker (or one
+// listener all workers accept on, past the descriptor budget); each
 // worker runs its own io_uring loop that accepts, picks a backend, connects
 // with a timeout and retries, and relays bytes both ways with half-close and
 // reset propagation. See worker.h for the relay, backend_picker.h for choice.
@@ -59,6 +60,8 @@ class UringProxy final : public dataplane::Dataplane {
   int workers() const { return static_cast<int>(workers_.size()); }
   // Connections each worker holds now (index = worker).
   std::vector<int> worker_loads() const;
+  // Connections each worker's listeners accepted so far (index = worker).
+  std::vector<uint64_t> worker_accepts() const;
   // Client connections open now, all frontends.
   int64_t open_connections() const;
   // Receives that found every buffer of their worker in use and waited for
@@ -70,6 +73,8 @@ class UringProxy final : public dataplane::Dataplane {
   std::shared_ptr<const FrontendConfig> FrontendSnapshot(const controller::FrontendKey& key) const;
   // Connection directions moved to splice(2) (RelayMode::kSplice).
   uint64_t spliced_flows() const;
+  // Frontends served by one listener shared by all workers (fd budget).
+  int shared_listeners() const;
 
  private:
   struct Frontend {
@@ -77,6 +82,7 @@ class UringProxy final : public dataplane::Dataplane {
     std::shared_ptr<const FrontendConfig> config;
     bool listening = false;
     bool holds_vip = false;
+    int listener_fds = 0;  // descriptors its listeners use: workers, or 1 if shared
   };
 
   UringProxy() = default;
@@ -98,6 +104,11 @@ class UringProxy final : public dataplane::Dataplane {
   mutable absl::Mutex mu_;
   absl::btree_map<controller::FrontendKey, Frontend> frontends_ ABSL_GUARDED_BY(mu_);
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  // Listener descriptors open, and how many may be before new frontends get
+  // one listener shared by all workers instead of one per worker.
+  int listener_fds_ ABSL_GUARDED_BY(mu_) = 0;
+  int listener_fd_budget_ = 0;
+  int shared_listeners_logged_ ABSL_GUARDED_BY(mu_) = 0;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 

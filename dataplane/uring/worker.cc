@@ -333,11 +333,14 @@ void Worker::OnTick() {
 
 // ---- listeners ----
 
-void Worker::AddListener(std::shared_ptr<const FrontendConfig> config, int fd) {
+ListenerSocket::~ListenerSocket() { close(fd); }
+
+void Worker::AddListener(std::shared_ptr<const FrontendConfig> config,
+                         std::shared_ptr<ListenerSocket> sock) {
   const controller::FrontendKey key = config->shared->key;
   if (auto it = listener_by_key_.find(key); it != listener_by_key_.end()) {
-    // Already listening (a re-sent Apply): keep the old socket.
-    close(fd);
+    // Already listening (a re-sent Apply): keep the old socket (the new one
+    // closes when its last holder drops it).
     listeners_[it->second].config = std::move(config);
     return;
   }
@@ -345,7 +348,7 @@ void Worker::AddListener(std::shared_ptr<const FrontendConfig> config, int fd) {
   while (slot < listeners_.size() && listeners_[slot].in_use) ++slot;
   if (slot == listeners_.size()) listeners_.emplace_back();
   Listener& l = listeners_[slot];
-  l.fd = fd;
+  l.sock = std::move(sock);
   l.gen = (l.gen + 1) & UserData::kGenerationMask;
   l.in_use = true;
   l.armed = false;
@@ -391,10 +394,12 @@ void Worker::CloseListener(uint32_t slot) {
   // The pending accept holds its own reference, so close() alone would leave
   // the socket listening until the cancel completes (later, with
   // DEFER_TASKRUN): a connect in that window would still be accepted.
-  // shutdown() takes it out of LISTEN now; the number is free for reuse.
-  shutdown(l.fd, SHUT_RDWR);
-  close(l.fd);
-  l.fd = -1;
+  // shutdown() takes it out of LISTEN now. The descriptor closes with its
+  // last holder (a shared listener: the last worker to let go), so no
+  // worker's re-armed accept can name a reused number.
+  l.sock->shut.store(true, std::memory_order_relaxed);
+  shutdown(l.sock->fd, SHUT_RDWR);
+  l.sock.reset();
   MaybeFreeListener(slot);
 }
 
@@ -408,7 +413,7 @@ void Worker::MaybeFreeListener(uint32_t slot) {
 void Worker::ArmAccept(uint32_t slot) {
   Listener& l = listeners_[slot];
   io_uring_sqe* sqe = Sqe();
-  io_uring_prep_multishot_accept(sqe, l.fd, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_prep_multishot_accept(sqe, l.sock->fd, nullptr, nullptr, SOCK_CLOEXEC);
   Submit(sqe, Op::kAccept, slot, l.gen);
   l.armed = true;
 }
@@ -426,8 +431,18 @@ void Worker::OnAccept(uint32_t slot, uint32_t gen, const io_uring_cqe* cqe) {
       SetLingerZero(res);
       close(res);
     } else {
-      if (!MaybeHandOff(l.config, res)) OnNewClient(l.config, res, /*counted=*/false);
+      accepted_.fetch_add(1, std::memory_order_relaxed);
+      // A shared listener wakes the same ring for every connection (the
+      // kernel's exclusive wake-up takes the first waiter), so its
+      // connections are always balanced by hand-over.
+      if (!MaybeHandOff(l.config, res, l.sock->shared)) {
+        OnNewClient(l.config, res, /*counted=*/false);
+      }
     }
+  } else if (!l.closing && l.sock->shut.load(std::memory_order_relaxed)) {
+    // Another worker removed this shared listener; our RemoveListener is
+    // on its way. Not re-armed: an accept on it would fail at once.
+    return;
   } else if (res != -ECANCELED && !l.closing) {
     // EMFILE/ENFILE/ENOMEM and the like: retrying at once would spin on the
     // same error, so back off and let connections close meanwhile.
@@ -458,13 +473,14 @@ void Worker::OnAcceptRetry(uint32_t slot) {
   l.retry_pending = false;
   if (l.closing) {
     MaybeFreeListener(slot);
-  } else if (!l.armed) {
+  } else if (!l.armed && !l.sock->shut.load(std::memory_order_relaxed)) {
     ArmAccept(slot);
   }
 }
 
-bool Worker::MaybeHandOff(const std::shared_ptr<const FrontendConfig>& config, int fd) {
-  if (ctx_->worker_cpus.empty() || ctx_->workers.size() < 2) return false;
+bool Worker::MaybeHandOff(const std::shared_ptr<const FrontendConfig>& config, int fd,
+                          bool shared_listener) {
+  if ((ctx_->worker_cpus.empty() && !shared_listener) || ctx_->workers.size() < 2) return false;
   Worker* target = nullptr;
   int least = INT32_MAX;
   for (Worker* w : ctx_->workers) {

@@ -44,6 +44,21 @@ struct WorkerContext {
   std::vector<Worker*> workers;
 };
 
+// A listening socket, closed when the last worker accepting on it lets go:
+// one worker for a per-worker SO_REUSEPORT listener, every worker for a
+// shared one (UringProxyOptions::listener_fd_budget).
+struct ListenerSocket {
+  ListenerSocket(int f, bool all_workers) : fd(f), shared(all_workers) {}
+  ~ListenerSocket();
+  ListenerSocket(const ListenerSocket&) = delete;
+  ListenerSocket& operator=(const ListenerSocket&) = delete;
+  const int fd;
+  const bool shared;  // every worker accepts on it
+  // Taken out of LISTEN by the first worker that removed it: the others'
+  // accepts then fail, which is not an error to retry.
+  std::atomic<bool> shut{false};
+};
+
 class Worker {
  public:
   // Starts the thread and waits until its ring is set up (or failed).
@@ -62,10 +77,13 @@ class Worker {
   // Connections this worker holds, plus those handed to it and not yet
   // adopted. Read by the other workers to balance (relaxed).
   int load() const { return load_.load(std::memory_order_relaxed); }
+  // Connections this worker's listeners accepted (before any hand-over).
+  uint64_t accepted() const { return accepted_.load(std::memory_order_relaxed); }
 
   // Worker-thread-only operations, for Post/RunSync closures.
-  // Starts accepting on `fd` (bound and listening) for `config`'s frontend.
-  void AddListener(std::shared_ptr<const FrontendConfig> config, int fd);
+  // Starts accepting on `sock` (bound and listening) for `config`'s frontend.
+  void AddListener(std::shared_ptr<const FrontendConfig> config,
+                   std::shared_ptr<ListenerSocket> sock);
   // New snapshot for a frontend this worker listens for (no-op otherwise).
   void UpdateFrontend(std::shared_ptr<const FrontendConfig> config);
   // Closes the frontend's listener; its connections carry on.
@@ -125,7 +143,7 @@ class Worker {
     uint32_t next_free = 0;
   };
   struct Listener {
-    int fd = -1;
+    std::shared_ptr<ListenerSocket> sock;  // null once closing
     uint32_t gen = 0;
     bool in_use = false;
     bool armed = false;
@@ -163,7 +181,9 @@ class Worker {
   // With CPU steering a burst of connections from one CPU (a client's
   // threads that happened to share it) would all land on one worker; a
   // worker that holds clearly more than another hands the new client over.
-  bool MaybeHandOff(const std::shared_ptr<const FrontendConfig>& config, int fd);
+  // Connections of a shared listener are balanced this way too.
+  bool MaybeHandOff(const std::shared_ptr<const FrontendConfig>& config, int fd,
+                    bool shared_listener);
   // `counted`: load_ already includes this client (handed over).
   void OnNewClient(std::shared_ptr<const FrontendConfig> config, int fd, bool counted);
 
@@ -189,6 +209,7 @@ class Worker {
   void Pump(Conn* c, int f);
   void OnPoll(Conn* c, int f, int res);
   void ClosePipes(Conn* c);
+
   void Reject(Conn* c);
   void Abort(Conn* c, bool reset);
   void CloseGracefully(Conn* c);
@@ -225,6 +246,7 @@ class Worker {
   uint32_t free_head_ = UINT32_MAX;
   uint32_t live_conns_ = 0;
   std::atomic<int> load_{0};
+  std::atomic<uint64_t> accepted_{0};
   std::deque<Starved> starved_;
 
   std::vector<Listener> listeners_;
