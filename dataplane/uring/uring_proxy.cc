@@ -400,7 +400,9 @@ uint64_t UringProxy::spliced_flows() const {
 int UringProxy::shared_listeners() const {
   absl::MutexLock lock(&mu_);
   int shared = 0;
-  for (const auto& [key, fe] : frontends_) shared += fe.listening && fe.listener_fds == 1 && workers_.size() > 1;
+  for (const auto& [key, fe] : frontends_) {
+    shared += fe.listening && fe.listener_fds == 1 && workers_.size() > 1;
+  }
   return shared;
 }
 
