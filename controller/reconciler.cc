@@ -163,6 +163,7 @@ absl::Status Reconciler::Sync(const ObjectStore::ServiceSet& services) {
     } else {
       desired_[key] = *winner;
     }
+    changed_.insert(key);
   }
   if (dirty_all_) return Resync();
   for (const FrontendKey& key : touched) {
@@ -192,9 +193,11 @@ absl::Status Reconciler::Program(TableDiff diff, absl::Time start) {
     dirty_all_ = false;
     return absl::OkStatus();
   }
+  const absl::Time apply_start = absl::Now();
   absl::Status status = dataplane_->Apply(diff);
-  stats_.last_sync_duration = absl::Now() - start;
   stats_.last_sync_time = absl::Now();
+  stats_.last_apply_duration = stats_.last_sync_time - apply_start;
+  stats_.last_sync_duration = stats_.last_sync_time - start;
   if (!status.ok()) {
     ++stats_.sync_errors;
     if (absl::IsResourceExhausted(status)) ++stats_.capacity_errors;
@@ -220,5 +223,22 @@ absl::Status Reconciler::Program(TableDiff diff, absl::Time start) {
 }
 
 std::vector<std::string> Reconciler::TakeWarnings() { return std::exchange(warnings_, {}); }
+
+std::vector<const ServiceRule*> Reconciler::DesiredRulesOf(const NamespacedName& service) const {
+  std::vector<const ServiceRule*> out;
+  auto it = rules_by_service_.find(service);
+  if (it == rules_by_service_.end()) return out;
+  for (const ServiceRule& rule : it->second) {
+    auto d = desired_.find(rule.frontend);
+    if (d != desired_.end() && d->second.service.service == service) out.push_back(&d->second);
+  }
+  return out;
+}
+
+std::vector<FrontendKey> Reconciler::TakeChangedFrontends() {
+  std::vector<FrontendKey> out(changed_.begin(), changed_.end());
+  changed_.clear();
+  return out;
+}
 
 }  // namespace kpx::controller

@@ -34,6 +34,7 @@ struct ReconcilerStats {
   uint64_t endpoint_changes = 0;   // upserts + removals sent
   uint64_t service_changes = 0;    // Services re-translated because a source changed them
   absl::Duration last_sync_duration;  // translate + diff + Apply of the last sync
+  absl::Duration last_apply_duration;  // of which the dataplane's Apply
   absl::Time last_sync_time;
   absl::Time last_success_time = absl::InfinitePast();  // of the last Apply that succeeded
   size_t frontends = 0;
@@ -97,6 +98,14 @@ class Reconciler {
   const ObjectStore& store() const { return store_; }
   const ReconcilerStats& stats() const { return stats_; }
   bool in_sync() const { return !dirty_all_; }
+  // The desired rules `service` owns (frontends it lost to another Service
+  // left out), unordered. O(its frontends): the admin API answers for one
+  // Service without walking the table.
+  std::vector<const ServiceRule*> DesiredRulesOf(const NamespacedName& service) const;
+  // Frontends whose desired rule was recomputed (added, changed, removed)
+  // since the last call, so per-change bookkeeping (kpxd's fail-open
+  // accounting) looks at those only. At most one entry per frontend.
+  std::vector<FrontendKey> TakeChangedFrontends();
   std::vector<std::string> TakeWarnings();
   // Called with the duration of every successful Apply (metrics histograms).
   void set_sync_observer(std::function<void(absl::Duration)> fn) { sync_observer_ = std::move(fn); }
@@ -131,6 +140,7 @@ class Reconciler {
   // desired even if applied_ never had them (removals are idempotent).
   absl::btree_set<FrontendKey> uncertain_;
   ReconcilerStats stats_;
+  absl::flat_hash_set<FrontendKey> changed_;  // see TakeChangedFrontends
   std::vector<std::string> warnings_;
   std::function<void(absl::Duration)> sync_observer_;
 };

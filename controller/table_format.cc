@@ -14,11 +14,15 @@ std::vector<const ServiceRule*> DisplayOrder(const ServiceTable& table) {
   std::vector<const ServiceRule*> rules;
   rules.reserve(table.size());
   for (const auto& [key, rule] : table) rules.push_back(&rule);
-  std::sort(rules.begin(), rules.end(), [](const ServiceRule* a, const ServiceRule* b) {
+  SortForDisplay(&rules);
+  return rules;
+}
+
+void SortForDisplay(std::vector<const ServiceRule*>* rules) {
+  std::sort(rules->begin(), rules->end(), [](const ServiceRule* a, const ServiceRule* b) {
     return std::tuple(a->service, a->type, a->frontend) <
            std::tuple(b->service, b->type, b->frontend);
   });
-  return rules;
 }
 
 namespace {

@@ -20,6 +20,8 @@ nlohmann::ordered_json RuleToJson(const ServiceRule& rule);
 
 // The rules ordered for display: service, port name, frontend type, address.
 std::vector<const ServiceRule*> DisplayOrder(const ServiceTable& table);
+// Sorts a selection of rules into the same order.
+void SortForDisplay(std::vector<const ServiceRule*>* rules);
 
 // One row per frontend: SERVICE TYPE FRONTEND POLICY AFFINITY BACKENDS.
 std::string TableToText(const TranslateResult& result);

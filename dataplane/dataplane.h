@@ -4,12 +4,14 @@
 // objects, only controller::ServiceRule.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "controller/diff.h"
 #include "controller/service_table.h"
 
@@ -48,6 +50,21 @@ class Dataplane {
   virtual absl::Status Apply(const controller::TableDiff& diff) = 0;
 
   virtual DataplaneStats Stats() const = 0;
+
+  // The counters of `frontends` only (unknown ones are left out), for the
+  // admin API answering about one Service. This default filters Stats(), which
+  // is O(all frontends); dataplanes whose Stats() costs per frontend (a map
+  // read each) override it with an O(frontends asked) read.
+  virtual DataplaneStats StatsOf(absl::Span<const controller::FrontendKey> frontends) const {
+    DataplaneStats all = Stats();
+    DataplaneStats out;
+    for (FrontendStats& f : all.frontends) {
+      if (std::find(frontends.begin(), frontends.end(), f.frontend) != frontends.end()) {
+        out.frontends.push_back(std::move(f));
+      }
+    }
+    return out;
+  }
 
   // Called once after kpxd's first full sync: removes whatever the dataplane
   // still holds that is not in `desired` (state adopted from a previous kpxd

@@ -5,11 +5,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
@@ -20,6 +23,9 @@
 
 namespace kpx::controller {
 namespace {
+
+// Below this many files per thread, starting threads costs more than it saves.
+constexpr size_t kFilesPerThread = 64;
 
 constexpr uint32_t kWatchMask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
                                 IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
@@ -51,30 +57,39 @@ ManifestDirSource::~ManifestDirSource() {
   if (fd_ >= 0) close(fd_);
 }
 
+ManifestDirSource::Prepared ManifestDirSource::Prepare(const std::string& path) const {
+  Prepared p;
+  std::optional<std::string> content = ReadWhole(path);
+  if (!content) return p;  // vanished between the event and the read: a later event says what happened
+  p.exists = true;
+  p.hash = absl::HashOf(*content);
+  auto it = loaded_.find(path);
+  p.unchanged = it != loaded_.end() && it->second == p.hash && !stats_.file_errors.contains(path);
+  if (!p.unchanged) p.parsed = ParseManifest(*content, path);
+  return p;
+}
+
+void ManifestDirSource::Commit(const std::string& path, Prepared p, absl::Time observed,
+                               std::vector<SourceUpdate>* out) {
+  if (!p.exists || p.unchanged) return;
+  if (!p.parsed.ok()) {
+    ++stats_.parse_errors;
+    stats_.file_errors[path] = std::string(p.parsed.status().message());
+    LOG(ERROR) << p.parsed.status().message()
+               << (loaded_.contains(path) ? " (keeping this file's previous objects)"
+                                          : " (file ignored until fixed)");
+    return;
+  }
+  for (const std::string& w : p.parsed->warnings) LOG(WARNING) << w;
+  stats_.file_errors.erase(path);
+  loaded_[path] = p.hash;
+  ++stats_.updates;
+  out->push_back({SourceUpdate::Kind::kReplace, path, std::move(p.parsed->objects), observed});
+}
+
 void ManifestDirSource::Load(const std::string& path, absl::Time observed,
                              std::vector<SourceUpdate>* out) {
-  std::optional<std::string> content = ReadWhole(path);
-  if (!content) {
-    // Vanished between the event and the read: a later event says what happened.
-    return;
-  }
-  uint64_t hash = absl::HashOf(*content);
-  auto it = loaded_.find(path);
-  if (it != loaded_.end() && it->second == hash && stats_.file_errors[path].empty()) return;
-  absl::StatusOr<ParseResult> parsed = ParseManifest(*content, path);
-  if (!parsed.ok()) {
-    ++stats_.parse_errors;
-    stats_.file_errors[path] = std::string(parsed.status().message());
-    LOG(ERROR) << parsed.status().message()
-               << (it != loaded_.end() ? " (keeping this file's previous objects)"
-                                       : " (file ignored until fixed)");
-    return;
-  }
-  for (const std::string& w : parsed->warnings) LOG(WARNING) << w;
-  stats_.file_errors[path] = "";
-  loaded_[path] = hash;
-  ++stats_.updates;
-  out->push_back({SourceUpdate::Kind::kReplace, path, std::move(parsed->objects), observed});
+  Commit(path, Prepare(path), observed, out);
 }
 
 void ManifestDirSource::Forget(const std::string& path, absl::Time observed,
@@ -99,7 +114,21 @@ std::vector<SourceUpdate> ManifestDirSource::Rescan() {
     if (!present.contains(path)) gone.push_back(path);
   }
   for (const std::string& path : gone) Forget(path, now, &out);
-  for (const std::string& path : *files) Load(path, now, &out);
+  // Reading and parsing dominate a start with many files (yaml-cpp: ~0.2 ms
+  // of CPU per Service manifest), and files are independent: spread them over
+  // the CPUs. Results are committed in name order, as a serial scan would.
+  std::vector<Prepared> prepared(files->size());
+  const size_t threads = std::min<size_t>(
+      std::max(1u, std::thread::hardware_concurrency()), files->size() / kFilesPerThread);
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < files->size();) prepared[i] = Prepare((*files)[i]);
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  for (size_t i = 0; i < files->size(); ++i) Commit((*files)[i], std::move(prepared[i]), now, &out);
   return out;
 }
 

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "controller/manifest_parser.h"
 #include "controller/objects.h"
 
 namespace kpx::controller {
@@ -29,7 +30,8 @@ struct SourceUpdate {
 struct ManifestDirStats {
   uint64_t parse_errors = 0;
   uint64_t updates = 0;
-  // file -> its current parse error ("" when the file is healthy)
+  // file -> its current parse error; healthy files are absent, so kpxd's
+  // status (written after every change) costs O(broken files), not O(files).
   std::map<std::string, std::string> file_errors;
 };
 
@@ -58,6 +60,16 @@ class ManifestDirSource {
  private:
   ManifestDirSource(std::string dir, int fd) : dir_(std::move(dir)), fd_(fd) {}
   // Parses one file into an update; nothing when unchanged or unparsable.
+  // Prepare (read, hash, parse) only reads this object, so Rescan runs it on
+  // several threads; Commit applies the result.
+  struct Prepared {
+    bool exists = false;
+    bool unchanged = false;
+    uint64_t hash = 0;
+    absl::StatusOr<ParseResult> parsed = absl::UnknownError("not parsed");
+  };
+  Prepared Prepare(const std::string& path) const;
+  void Commit(const std::string& path, Prepared p, absl::Time observed, std::vector<SourceUpdate>* out);
   void Load(const std::string& path, absl::Time observed, std::vector<SourceUpdate>* out);
   void Forget(const std::string& path, absl::Time observed, std::vector<SourceUpdate>* out);
 

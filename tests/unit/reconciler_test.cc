@@ -289,5 +289,38 @@ TEST(ReconcilerOverrides, OverrideOfAnUnknownServiceWaitsForIt) {
   EXPECT_EQ(dp.table().begin()->second.backends[0].ip.ToString(), "10.9.0.1");
 }
 
+// What the admin API and kpxd's per-change bookkeeping read instead of the
+// whole table: one Service's rules, and the frontends that changed.
+TEST(Reconciler, DesiredRulesOfAndChangedFrontendsCoverOnlyTheChange) {
+  dataplane::FakeDataplane dp;
+  Reconciler r({"node-a", ""}, &dp);
+  for (int i = 0; i < 50; ++i) {
+    std::string name = "svc" + std::to_string(i);
+    ASSERT_TRUE(r.Update(name + ".yaml", ServiceWithBackends(name, "10.96.2." + std::to_string(i),
+                                                             {"10.2.0." + std::to_string(i)}))
+                    .ok());
+  }
+  EXPECT_THAT(r.TakeChangedFrontends(), SizeIs(50));
+  EXPECT_THAT(r.TakeChangedFrontends(), SizeIs(0));  // taken
+
+  std::vector<const ServiceRule*> rules = r.DesiredRulesOf({"default", "svc7"});
+  ASSERT_THAT(rules, SizeIs(1));
+  EXPECT_EQ(rules[0]->frontend.String(), "10.96.2.7:80/TCP");
+  EXPECT_THAT(r.DesiredRulesOf({"default", "nope"}), SizeIs(0));
+
+  ASSERT_TRUE(r.Update("svc7.yaml", ServiceWithBackends("svc7", "10.96.2.7", {"10.2.9.9"})).ok());
+  std::vector<FrontendKey> changed = r.TakeChangedFrontends();
+  ASSERT_THAT(changed, SizeIs(1));
+  EXPECT_EQ(changed[0].String(), "10.96.2.7:80/TCP");
+
+  // A frontend lost to another Service is not among the loser's rules.
+  ASSERT_TRUE(r.Update("dup.yaml", ServiceWithBackends("a-dup", "10.96.2.7", {"10.2.8.8"})).ok());
+  EXPECT_THAT(r.DesiredRulesOf({"default", "svc7"}), SizeIs(0));
+  ASSERT_THAT(r.DesiredRulesOf({"default", "a-dup"}), SizeIs(1));
+  ASSERT_TRUE(r.RemoveSource("svc7.yaml").ok());
+  changed = r.TakeChangedFrontends();
+  ASSERT_THAT(changed, SizeIs(1));  // the shared frontend, recomputed
+}
+
 }  // namespace
 }  // namespace kpx::controller

@@ -153,6 +153,7 @@ nlohmann::json Daemon::StatsJson() const {
           {"endpoint_changes", st.endpoint_changes},
           {"last_sync_duration_us", absl::ToInt64Microseconds(st.last_sync_duration)},
           {"last_programming_latency_us", absl::ToInt64Microseconds(last_programming_latency_)},
+          {"initial_sync", InitialSyncJson()},
           {"manifest_files", manifests_ ? manifests_->loaded_files() : 0},
           {"manifest_updates", manifests_ ? manifests_->stats().updates : 0},
           {"parse_errors", manifests_ ? manifests_->stats().parse_errors : 0}};
@@ -182,13 +183,30 @@ nlohmann::json Daemon::StatsJson() const {
 }
 
 std::pair<int, nlohmann::json> Daemon::ServicesJson(const std::string& name) const {
+  // One Service (the admin API's answer to a change, `kpxctl get services
+  // NAME`): its own rules and counters only, O(its frontends), not a sort and
+  // a stats read of the whole table.
+  std::vector<const controller::ServiceRule*> rules;
+  if (name.empty()) {
+    rules = controller::DisplayOrder(reconciler_->desired());
+  } else if (size_t slash = name.find('/'); slash != std::string::npos) {
+    rules = reconciler_->DesiredRulesOf({name.substr(0, slash), name.substr(slash + 1)});
+    controller::SortForDisplay(&rules);
+  }
+  dataplane::DataplaneStats dp_stats;
+  if (name.empty()) {
+    dp_stats = dataplane_->Stats();
+  } else {
+    std::vector<controller::FrontendKey> keys;
+    for (const controller::ServiceRule* r : rules) keys.push_back(r->frontend);
+    dp_stats = dataplane_->StatsOf(keys);
+  }
   absl::flat_hash_map<controller::FrontendKey, dataplane::FrontendStats> stats;
-  for (auto& f : dataplane_->Stats().frontends) stats[f.frontend] = std::move(f);
+  for (auto& f : dp_stats.frontends) stats[f.frontend] = std::move(f);
   nlohmann::json services = nlohmann::json::array();
-  for (const controller::ServiceRule* r : controller::DisplayOrder(reconciler_->desired())) {
+  for (const controller::ServiceRule* r : rules) {
     const controller::ServiceRule& rule = *r;
     const controller::FrontendKey& key = rule.frontend;
-    if (!name.empty() && rule.service.service.String() != name) continue;
     nlohmann::json j = controller::RuleToJson(rule);
     auto applied = reconciler_->applied().find(key);
     j["programmed"] = applied != reconciler_->applied().end() && applied->second == rule;
@@ -296,6 +314,16 @@ void Daemon::UpdateHealthTargets() {
   health_targets_ = std::move(targets);
 }
 
+nlohmann::json Daemon::InitialSyncJson() const {
+  auto us = [](absl::Duration d) { return absl::ToInt64Microseconds(d); };
+  return {{"scan_parse_us", us(initial_sync_.scan_parse)},
+          {"reconcile_us", us(initial_sync_.reconcile)},
+          {"apply_us", us(initial_sync_.apply)},
+          {"prune_us", us(initial_sync_.prune)},
+          {"health_targets_us", us(initial_sync_.health)},
+          {"total_us", us(initial_sync_.total)}};
+}
+
 void Daemon::WriteStatus() {
   if (options_.status_file.empty()) return;
   nlohmann::json errors = nlohmann::json::object();
@@ -327,6 +355,7 @@ void Daemon::WriteStatus() {
       {"files", files},
       {"updates", mstats.updates + (api_ ? api_updates_ : 0)},
       {"file_errors", std::move(errors)},
+      {"initial_sync", InitialSyncJson()},
   };
   if (http_ != nullptr) {
     status["metrics_address"] = http_->metrics_bound();
@@ -368,24 +397,39 @@ int Daemon::Run(int signal_fd) {
       return 2;
     }
   }
+  const absl::Time sync_start = absl::Now();
   {
     std::vector<SourceUpdate> initial;
     if (manifests_ != nullptr) initial = manifests_->Rescan();
     if (applied_ != nullptr) {
       for (SourceUpdate& u : applied_->Rescan()) initial.push_back(std::move(u));
     }
+    initial_sync_.scan_parse = absl::Now() - sync_start;
+    const absl::Time t = absl::Now();
+    const uint64_t syncs = reconciler_->stats().syncs;
     ApplyUpdates(std::move(initial));
+    initial_sync_.reconcile = absl::Now() - t;
+    if (reconciler_->stats().syncs != syncs) {
+      initial_sync_.apply = reconciler_->stats().last_apply_duration;
+      initial_sync_.reconcile -= initial_sync_.apply;
+    }
   }
   // Whatever a previous kpxd left in the dataplane and the first sync did not
   // claim goes now, not before: a restart never interrupts live rules.
+  absl::Time t = absl::Now();
   if (absl::Status s = dataplane_->Prune(reconciler_->desired()); !s.ok()) {
     LOG(WARNING) << "pruning state left by a previous kpxd: " << s.message();
   }
+  initial_sync_.prune = absl::Now() - t;
+  t = absl::Now();
   UpdateHealthTargets();
+  initial_sync_.health = absl::Now() - t;
   AfterLoopTurn();
+  initial_sync_.total = absl::Now() - sync_start;
   WriteStatus();
   LOG(INFO) << "initial sync done: " << reconciler_->stats().frontends << " frontends, "
-            << reconciler_->stats().services << " services";
+            << reconciler_->stats().services << " services in "
+            << absl::FormatDuration(initial_sync_.total) << " (" << InitialSyncJson().dump() << ")";
 
   bool running = true;
   while (running) {

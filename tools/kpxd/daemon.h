@@ -141,6 +141,15 @@ class Daemon {
   std::unique_ptr<controller::K8sApiSource> api_;
   uint64_t api_updates_ = 0;
   absl::Duration last_programming_latency_;
+  // Where kpxd's first sync spent its time (status file, stats, log), so a
+  // slow start names its stage: directory scan + read + parse, object store +
+  // translate + diff, the dataplane's Apply, pruning state a previous kpxd
+  // left, health targets.
+  struct InitialSync {
+    absl::Duration scan_parse, reconcile, apply, prune, health, total;
+  };
+  InitialSync initial_sync_;
+  nlohmann::json InitialSyncJson() const;
   std::unique_ptr<AdminServer> admin_;
 
   // Monitoring state (reconcile loop only, except where noted).

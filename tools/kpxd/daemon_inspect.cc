@@ -2,6 +2,7 @@
 // per-backend health, and which backend one flow gets and why, answered by
 // the dataplane in use (eBPF: a replay over its maps; io_uring: the picking
 // algorithm's next answer).
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
@@ -60,9 +61,14 @@ Result Daemon::HealthJson(const std::string& name) const {
   }
   nlohmann::json services = nlohmann::json::array();
   absl::btree_map<controller::NamespacedName, std::vector<const controller::ServiceRule*>> by_svc;
-  for (const auto& [key, rule] : reconciler_->desired()) {
-    if (!name.empty() && rule.service.service.String() != name) continue;
-    by_svc[rule.service.service].push_back(&rule);
+  if (name.empty()) {
+    for (const auto& [key, rule] : reconciler_->desired()) by_svc[rule.service.service].push_back(&rule);
+  } else if (size_t slash = name.find('/'); slash != std::string::npos) {
+    // One Service: its own rules, not a walk of the table.
+    controller::NamespacedName svc{name.substr(0, slash), name.substr(slash + 1)};
+    std::vector<const controller::ServiceRule*> rules = reconciler_->DesiredRulesOf(svc);
+    std::sort(rules.begin(), rules.end(), [](const auto* a, const auto* b) { return a->frontend < b->frontend; });
+    if (!rules.empty()) by_svc[svc] = std::move(rules);
   }
   if (!name.empty() && by_svc.empty()) {
     return {404, {{"error", absl::StrCat("service ", name, " not found (no frontend programmed)")}}};

@@ -52,18 +52,22 @@ void Daemon::AfterLoopTurn() {
   } else {
     sync_health_.Queued(now);  // a failed Apply: the retry is pending
   }
-  absl::flat_hash_set<controller::FrontendKey> failing;
-  for (const auto& [key, rule] : reconciler_->desired()) {
-    if (!FailingOpen(rule)) continue;
-    failing.insert(key);
-    if (!failing_open_.contains(key)) {
+  // Only frontends whose rule changed can start or stop failing open: one
+  // change costs O(its frontends), not a walk of the table per loop turn.
+  for (const controller::FrontendKey& key : reconciler_->TakeChangedFrontends()) {
+    auto it = reconciler_->desired().find(key);
+    if (it == reconciler_->desired().end() || !FailingOpen(it->second)) {
+      failing_open_.erase(key);
+      continue;
+    }
+    if (failing_open_.insert(key).second) {
       ++fail_open_events_;
+      const controller::ServiceRule& rule = it->second;
       LOG(WARNING) << rule.service.String() << " (" << key.String() << "): all "
                    << rule.backends.size()
                    << " backends are unhealthy or drained; failing open (using all of them)";
     }
   }
-  failing_open_ = std::move(failing);
 }
 
 std::string Daemon::MetricsText() const {

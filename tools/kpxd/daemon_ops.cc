@@ -210,9 +210,8 @@ Result Daemon::HandleDrain(const nlohmann::json& request) {
   auto a = ParseEndpoint(request["endpoint"].get<std::string>());
   if (!a.ok()) return BadRequest(std::string(a.status().message()));
   bool known = false;
-  for (const auto& [key, rule] : reconciler_->desired()) {
-    if (rule.service.service != *svc) continue;
-    for (const auto& b : rule.backends) known |= b.ip == a->ip && b.port == a->port;
+  for (const controller::ServiceRule* rule : reconciler_->DesiredRulesOf(*svc)) {
+    for (const auto& b : rule->backends) known |= b.ip == a->ip && b.port == a->port;
   }
   if (!known) {
     return {404, {{"error", absl::StrCat(AddrString(*a), " is not a backend of ", svc->String())}}};
