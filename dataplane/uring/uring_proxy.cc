@@ -327,27 +327,47 @@ std::shared_ptr<const FrontendConfig> UringProxy::FrontendSnapshot(
   return it == frontends_.end() ? nullptr : it->second.config;
 }
 
+namespace {
+
+// One frontend's counters (the workers' atomics, read relaxed).
+template <typename Frontend>
+dataplane::FrontendStats ReadFrontendStats(const controller::FrontendKey& key, const Frontend& fe) {
+  dataplane::FrontendStats f;
+  f.frontend = key;
+  f.active = fe.shared->active.load(std::memory_order_relaxed);
+  f.total = fe.shared->total.load(std::memory_order_relaxed);
+  f.rejected = fe.shared->rejected.load(std::memory_order_relaxed);
+  for (const auto& b : fe.config->backends) {
+    dataplane::BackendStats bs;
+    bs.ip = b->ip;
+    bs.port = b->port;
+    bs.active = b->active.load(std::memory_order_relaxed);
+    bs.total = b->total.load(std::memory_order_relaxed);
+    bs.failed_connects = b->failed_connects.load(std::memory_order_relaxed);
+    bs.bytes_to_backend = b->bytes_to_backend.load(std::memory_order_relaxed);
+    bs.bytes_to_client = b->bytes_to_client.load(std::memory_order_relaxed);
+    f.backends.push_back(bs);
+  }
+  return f;
+}
+
+}  // namespace
+
 dataplane::DataplaneStats UringProxy::Stats() const {
   dataplane::DataplaneStats stats;
   absl::MutexLock lock(&mu_);
-  for (const auto& [key, fe] : frontends_) {
-    dataplane::FrontendStats f;
-    f.frontend = key;
-    f.active = fe.shared->active.load(std::memory_order_relaxed);
-    f.total = fe.shared->total.load(std::memory_order_relaxed);
-    f.rejected = fe.shared->rejected.load(std::memory_order_relaxed);
-    for (const auto& b : fe.config->backends) {
-      dataplane::BackendStats bs;
-      bs.ip = b->ip;
-      bs.port = b->port;
-      bs.active = b->active.load(std::memory_order_relaxed);
-      bs.total = b->total.load(std::memory_order_relaxed);
-      bs.failed_connects = b->failed_connects.load(std::memory_order_relaxed);
-      bs.bytes_to_backend = b->bytes_to_backend.load(std::memory_order_relaxed);
-      bs.bytes_to_client = b->bytes_to_client.load(std::memory_order_relaxed);
-      f.backends.push_back(bs);
-    }
-    stats.frontends.push_back(std::move(f));
+  for (const auto& [key, fe] : frontends_) stats.frontends.push_back(ReadFrontendStats(key, fe));
+  return stats;
+}
+
+// The admin API's answer about one Service: its frontends only, not a copy of
+// every frontend's counters (10k Services x 10 backends) per call.
+dataplane::DataplaneStats UringProxy::StatsOf(absl::Span<const controller::FrontendKey> frontends) const {
+  dataplane::DataplaneStats stats;
+  absl::MutexLock lock(&mu_);
+  for (const controller::FrontendKey& key : frontends) {
+    auto it = frontends_.find(key);
+    if (it != frontends_.end()) stats.frontends.push_back(ReadFrontendStats(key, it->second));
   }
   return stats;
 }

@@ -43,6 +43,7 @@ class UringProxy final : public dataplane::Dataplane {
   // Frontends with supported=false or a protocol other than TCP are ignored.
   absl::Status Apply(const controller::TableDiff& diff) override;
   dataplane::DataplaneStats Stats() const override;
+  dataplane::DataplaneStats StatsOf(absl::Span<const controller::FrontendKey> frontends) const override;
   // After the first full sync: removes /32s on the VIP device that no rule of
   // `desired` uses (left by a kpxd that died without cleaning up). Listeners
   // never outlive the process, so there is nothing else to adopt or prune.
