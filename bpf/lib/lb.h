@@ -80,24 +80,30 @@ KPX_INLINE __u32 lb4_hash(const struct kpx_pkt *p)
 	return (__u32)h;
 }
 
+/* The service's table is maglev_m slots of the pool at maglev_off (abi.h).
+ * Userspace switches (maglev_off, maglev_m) with one kpx_services update, so
+ * the pair read here is always consistent. */
 KPX_INLINE __u32 lb4_maglev_pick(const struct kpx_svc *svc, __u32 hash)
 {
 	__u32 m = svc->maglev_m;
-	__u32 svc_id = svc->id;
+	__u32 off = svc->maglev_off;
+	__u32 chunk_idx = off >> KPX_MAGLEV_CHUNK_SHIFT;
+	__u32 base = off & KPX_MAGLEV_CHUNK_MASK;
 	__u32 slot;
-	void *table;
+	void *chunk;
 
-	if (!m)
-		return 0;
-	table = bpf_map_lookup_elem(&kpx_maglev, &svc_id);
-	if (!table)
+	if (!m || m > KPX_MAGLEV_CHUNK_SLOTS - base)
+		return 0; /* no table, or a range crossing its chunk: inconsistent */
+	chunk = bpf_map_lookup_elem(&kpx_maglev, &chunk_idx);
+	if (!chunk)
 		return 0;
 	slot = hash % m;
 	for (int i = 0; i < KPX_MAGLEV_PROBES; i++) {
-		__u32 *be_id = bpf_map_lookup_elem(table, &slot);
+		__u32 idx = base + slot;
+		__u32 *be_id = bpf_map_lookup_elem(chunk, &idx);
 
 		if (!be_id)
-			return 0; /* maglev_m larger than the table: inconsistent */
+			return 0;
 		if (lb4_backend(*be_id))
 			return *be_id;
 		if (++slot >= m)

@@ -22,22 +22,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kpx_backends SEC(".maps");
 
-/* Template only: BPF_F_INNER_MAP lets each service's table have its own size
- * (maglev_m); userspace must create inner maps with the same flag. */
-struct kpx_maglev_inner {
+/* Template of a Maglev pool chunk: every chunk has exactly this type, size
+ * and flags (userspace creates them with the same; no BPF_F_INNER_MAP, so the
+ * verifier knows the size and inlines the lookup). BPF_F_MMAPABLE lets
+ * userspace write slots with plain stores instead of one syscall each. */
+struct kpx_maglev_chunk {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_INNER_MAP);
-	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, KPX_MAGLEV_CHUNK_SLOTS);
 	__type(key, __u32);
 	__type(value, __u32);
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, KPX_MAX_SERVICES);
+	__uint(max_entries, KPX_MAGLEV_CHUNKS);
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct kpx_maglev_inner); /* must be last */
+	__array(values, struct kpx_maglev_chunk); /* must be last */
 } kpx_maglev SEC(".maps");
 
 struct {

@@ -113,7 +113,8 @@ void PrepareMaps(bpf_object* obj, const MapSizes& sizes, bool pinned_load) {
     uint32_t want = 0;
     if (name == "kpx_services") want = sizes.frontends;
     if (name == "kpx_backends") want = sizes.backends;
-    if (name == "kpx_maglev" || name == "kpx_svc_stats") want = sizes.services;
+    if (name == "kpx_svc_stats") want = sizes.services;
+    if (name == "kpx_maglev") want = sizes.maglev_chunks;
     if (name == "kpx_ct") want = sizes.conntrack;
     if (name == "kpx_ct_syn") want = sizes.conntrack_syn;
     if (name == "kpx_affinity") want = sizes.affinity;

@@ -20,7 +20,8 @@ namespace kpx::xdp {
 struct MapSizes {
   uint32_t frontends = 0;  // kpx_services
   uint32_t backends = 0;   // kpx_backends (backend ids + 1)
-  uint32_t services = 0;   // kpx_maglev, kpx_svc_stats (service ids + 1)
+  uint32_t services = 0;   // kpx_svc_stats (service ids + 1)
+  uint32_t maglev_chunks = 0;  // kpx_maglev: Maglev slot pool limit, in chunks of KPX_MAGLEV_CHUNK_SLOTS
   uint32_t conntrack = 0;  // kpx_ct
   uint32_t conntrack_syn = 0;  // kpx_ct_syn (half-open flows)
   uint32_t affinity = 0;   // kpx_affinity

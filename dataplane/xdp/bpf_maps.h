@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,8 +23,9 @@ namespace kpx::xdp {
 // "none", so a map of N entries holds ids 1..N-1.
 struct MapCapacities {
   uint32_t services = KPX_MAX_FRONTENDS;  // kpx_services entries (frontends)
-  uint32_t service_ids = KPX_MAX_SERVICES;  // kpx_maglev / kpx_svc_stats slots
+  uint32_t service_ids = KPX_MAX_SERVICES;  // kpx_svc_stats slots
   uint32_t backends = KPX_MAX_BACKENDS;     // kpx_backends slots
+  uint32_t maglev_chunks = KPX_MAGLEV_CHUNKS;  // kpx_maglev entries: the slot pool's chunk limit
 };
 
 struct ServiceEntry {
@@ -49,20 +51,31 @@ class BpfMaps {
   virtual absl::Status UpdateService(const kpx_svc_key& key, const kpx_svc& value) = 0;
   virtual absl::Status DeleteService(const kpx_svc_key& key) = 0;
   virtual absl::StatusOr<std::vector<ServiceEntry>> ListServices() const = 0;
+  // Many at once (BPF_MAP_UPDATE_BATCH where the kernel has it). Entries
+  // before *written are in the map when it returns, even on error; none
+  // after it.
+  virtual absl::Status UpdateServices(absl::Span<const ServiceEntry> entries, size_t* written);
 
   // kpx_backends. ListBackends returns the slots whose addr is not 0.
   virtual absl::Status UpdateBackend(uint32_t id, const kpx_backend& value) = 0;
   virtual absl::StatusOr<std::vector<BackendEntry>> ListBackends() const = 0;
+  // Many at once; on error some may have been written.
+  virtual absl::Status UpdateBackends(absl::Span<const BackendEntry> entries);
 
-  // kpx_maglev. Replace creates a new inner map of table.size() slots, fills
-  // it, then swaps it in with one update of the outer map: the BPF program
-  // sees the old table or the new one, never a mix. Delete of an absent
-  // table is OK. Read returns an empty table when there is none.
-  virtual absl::Status ReplaceMaglevTable(uint32_t svc_id, absl::Span<const uint32_t> table) = 0;
-  virtual absl::Status DeleteMaglevTable(uint32_t svc_id) = 0;
-  virtual absl::StatusOr<std::vector<uint32_t>> ReadMaglevTable(uint32_t svc_id) const = 0;
-  // Service ids that have a table (scans the outer map: for Prune, not hot).
-  virtual absl::StatusOr<std::vector<uint32_t>> ListMaglevIds() const = 0;
+  // kpx_maglev, the Maglev slot pool (abi.h): chunks of
+  // KPX_MAGLEV_CHUNK_SLOTS slots addressed by a global slot index.
+  // Chunk indexes present in the outer map (adoption).
+  virtual absl::StatusOr<std::vector<uint32_t>> ListMaglevChunks() const = 0;
+  // Creates one zeroed chunk per index and installs all of them in the outer
+  // map with one batched update: the kernel waits for one RCU grace period
+  // per outer-map update call, not per chunk.
+  virtual absl::Status AddMaglevChunks(absl::Span<const uint32_t> indexes) = 0;
+  // Stores `table` at slots offset.. (inside one present chunk), touching only
+  // slots whose value differs; returns how many changed. Each slot is one
+  // aligned 4-byte store: a program reading concurrently sees the old or the
+  // new backend id of a slot, never a torn one.
+  virtual absl::StatusOr<uint32_t> WriteMaglevSlots(uint32_t offset, absl::Span<const uint32_t> table) = 0;
+  virtual absl::StatusOr<std::vector<uint32_t>> ReadMaglevSlots(uint32_t offset, uint32_t count) const = 0;
 
   // kpx_node_addrs: this node's addresses, where NodePorts answer.
   virtual absl::Status UpdateNodeAddress(Ipv4 addr) = 0;
@@ -82,6 +95,8 @@ class BpfMaps {
   // service id that is handed out again) and kpx_verdict_stats.
   virtual absl::StatusOr<kpx_svc_stats> ReadServiceStats(uint32_t svc_id) const = 0;
   virtual absl::Status ClearServiceStats(uint32_t svc_id) = 0;
+  // Many at once; on error some may have been cleared.
+  virtual absl::Status ClearServiceStats(absl::Span<const uint32_t> svc_ids);
   virtual absl::StatusOr<VerdictCounters> ReadVerdictStats() const = 0;
 
   // kpx_ct: calls fn for each entry until it returns false. A snapshot taken

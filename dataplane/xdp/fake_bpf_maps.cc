@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "dataplane/xdp/abi_convert.h"
 
 namespace kpx::xdp {
@@ -74,36 +75,52 @@ absl::StatusOr<std::vector<BackendEntry>> FakeBpfMaps::ListBackends() const {
   return out;
 }
 
-absl::Status FakeBpfMaps::ReplaceMaglevTable(uint32_t svc_id, absl::Span<const uint32_t> table) {
-  absl::MutexLock lock(&mu_);
-  if (svc_id >= caps_.service_ids) return absl::OutOfRangeError(absl::StrCat("kpx_maglev index ", svc_id));
-  if (table.empty()) return absl::InvalidArgumentError("empty Maglev table");
-  if (absl::Status s = Record(absl::StrCat("ReplaceMaglev ", svc_id, " m=", table.size())); !s.ok()) {
-    return s;
-  }
-  maglev_[svc_id].assign(table.begin(), table.end());
-  return absl::OkStatus();
-}
-
-absl::Status FakeBpfMaps::DeleteMaglevTable(uint32_t svc_id) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = Record(absl::StrCat("DeleteMaglev ", svc_id)); !s.ok()) return s;
-  maglev_.erase(svc_id);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<uint32_t>> FakeBpfMaps::ReadMaglevTable(uint32_t svc_id) const {
-  absl::MutexLock lock(&mu_);
-  auto it = maglev_.find(svc_id);
-  if (it == maglev_.end()) return std::vector<uint32_t>();
-  return it->second;
-}
-
-absl::StatusOr<std::vector<uint32_t>> FakeBpfMaps::ListMaglevIds() const {
+absl::StatusOr<std::vector<uint32_t>> FakeBpfMaps::ListMaglevChunks() const {
   absl::MutexLock lock(&mu_);
   std::vector<uint32_t> out;
-  for (const auto& [id, t] : maglev_) out.push_back(id);
+  for (const auto& [index, slots] : chunks_) out.push_back(index);
   return out;
+}
+
+absl::Status FakeBpfMaps::AddMaglevChunks(absl::Span<const uint32_t> indexes) {
+  absl::MutexLock lock(&mu_);
+  for (uint32_t i : indexes) {
+    if (i >= caps_.maglev_chunks) return absl::OutOfRangeError(absl::StrCat("kpx_maglev index ", i));
+  }
+  if (absl::Status s = Record(absl::StrCat("AddChunks ", absl::StrJoin(indexes, ","))); !s.ok()) return s;
+  for (uint32_t i : indexes) chunks_[i].assign(KPX_MAGLEV_CHUNK_SLOTS, 0);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> FakeBpfMaps::WriteMaglevSlots(uint32_t offset, absl::Span<const uint32_t> table) {
+  absl::MutexLock lock(&mu_);
+  const uint32_t start = offset & KPX_MAGLEV_CHUNK_MASK;
+  auto it = chunks_.find(offset >> KPX_MAGLEV_CHUNK_SHIFT);
+  if (it == chunks_.end() || table.size() > KPX_MAGLEV_CHUNK_SLOTS - start) {
+    return absl::OutOfRangeError(absl::StrCat("Maglev slots ", offset, "+", table.size(), " outside the pool"));
+  }
+  uint32_t changed = 0;
+  for (size_t i = 0; i < table.size(); ++i) changed += it->second[start + i] != table[i];
+  if (absl::Status s = Record(absl::StrCat("WriteMaglev off=", offset, " m=", table.size(), " changed=", changed));
+      !s.ok()) {
+    return s;
+  }
+  std::copy(table.begin(), table.end(), it->second.begin() + start);
+  return changed;
+}
+
+absl::StatusOr<std::vector<uint32_t>> FakeBpfMaps::ReadMaglevSlots(uint32_t offset, uint32_t count) const {
+  absl::MutexLock lock(&mu_);
+  return ReadSlotsLocked(offset, count);
+}
+
+absl::StatusOr<std::vector<uint32_t>> FakeBpfMaps::ReadSlotsLocked(uint32_t offset, uint32_t count) const {
+  const uint32_t start = offset & KPX_MAGLEV_CHUNK_MASK;
+  auto it = chunks_.find(offset >> KPX_MAGLEV_CHUNK_SHIFT);
+  if (it == chunks_.end() || count > KPX_MAGLEV_CHUNK_SLOTS - start) {
+    return absl::OutOfRangeError(absl::StrCat("Maglev slots ", offset, "+", count, " outside the pool"));
+  }
+  return std::vector<uint32_t>(it->second.begin() + start, it->second.begin() + start + count);
 }
 
 absl::Status FakeBpfMaps::UpdateNodeAddress(Ipv4 addr) {
@@ -216,8 +233,12 @@ kpx_backend FakeBpfMaps::backend(uint32_t id) const {
 
 std::vector<uint32_t> FakeBpfMaps::maglev(uint32_t svc_id) const {
   absl::MutexLock lock(&mu_);
-  auto it = maglev_.find(svc_id);
-  return it == maglev_.end() ? std::vector<uint32_t>() : it->second;
+  for (const auto& [k, e] : services_) {
+    if (e.value.id != svc_id || e.value.maglev_m == 0) continue;
+    absl::StatusOr<std::vector<uint32_t>> t = ReadSlotsLocked(e.value.maglev_off, e.value.maglev_m);
+    return t.ok() ? *t : std::vector<uint32_t>();
+  }
+  return {};
 }
 
 void FakeBpfMaps::SetServiceStats(uint32_t svc_id, const kpx_svc_stats& stats) {

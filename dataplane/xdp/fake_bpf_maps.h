@@ -25,10 +25,11 @@ class FakeBpfMaps final : public BpfMaps {
   absl::StatusOr<std::vector<ServiceEntry>> ListServices() const override;
   absl::Status UpdateBackend(uint32_t id, const kpx_backend& value) override;
   absl::StatusOr<std::vector<BackendEntry>> ListBackends() const override;
-  absl::Status ReplaceMaglevTable(uint32_t svc_id, absl::Span<const uint32_t> table) override;
-  absl::Status DeleteMaglevTable(uint32_t svc_id) override;
-  absl::StatusOr<std::vector<uint32_t>> ReadMaglevTable(uint32_t svc_id) const override;
-  absl::StatusOr<std::vector<uint32_t>> ListMaglevIds() const override;
+  absl::StatusOr<std::vector<uint32_t>> ListMaglevChunks() const override;
+  absl::Status AddMaglevChunks(absl::Span<const uint32_t> indexes) override;
+  absl::StatusOr<uint32_t> WriteMaglevSlots(uint32_t offset, absl::Span<const uint32_t> table) override;
+  absl::StatusOr<std::vector<uint32_t>> ReadMaglevSlots(uint32_t offset, uint32_t count) const override;
+  using BpfMaps::ClearServiceStats;
   absl::Status UpdateNodeAddress(Ipv4 addr) override;
   absl::Status DeleteNodeAddress(Ipv4 addr) override;
   absl::StatusOr<std::vector<Ipv4>> ListNodeAddresses() const override;
@@ -45,8 +46,8 @@ class FakeBpfMaps final : public BpfMaps {
   absl::Status DeleteConntrack(const kpx_ct_key& key) override;
 
   // Writes so far, oldest first, e.g. "UpdateService 10.96.0.1:80/6 id=1
-  // n=2 m=251", "ReplaceMaglev 1 m=251", "UpdateBackend 3 10.0.0.1:80",
-  // "DeleteService ...", "DeleteMaglev 1", "ClearStats 1".
+  // n=2 m=251", "AddChunks 0", "WriteMaglev off=0 m=251 changed=251",
+  // "UpdateBackend 3 10.0.0.1:80", "DeleteService ...", "ClearStats 1".
   std::vector<std::string> ops() const;
   void ClearOps();
   // The next write whose op string starts with `prefix` fails with `status`
@@ -57,6 +58,7 @@ class FakeBpfMaps final : public BpfMaps {
   std::map<uint64_t, kpx_svc> services() const;  // key: SvcKeyPacked
   static uint64_t SvcKeyPacked(const kpx_svc_key& key);
   kpx_backend backend(uint32_t id) const;
+  // The table kpx_services points service id `svc_id` at (empty if none).
   std::vector<uint32_t> maglev(uint32_t svc_id) const;
   void SetServiceStats(uint32_t svc_id, const kpx_svc_stats& stats);
   void SetVerdict(kpx_verdict verdict, uint64_t value);
@@ -64,12 +66,14 @@ class FakeBpfMaps final : public BpfMaps {
 
  private:
   absl::Status Record(std::string op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<uint32_t>> ReadSlotsLocked(uint32_t offset, uint32_t count) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const MapCapacities caps_;
   mutable absl::Mutex mu_;
   std::map<uint64_t, ServiceEntry> services_ ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, kpx_backend> backends_ ABSL_GUARDED_BY(mu_);
-  std::map<uint32_t, std::vector<uint32_t>> maglev_ ABSL_GUARDED_BY(mu_);
+  std::map<uint32_t, std::vector<uint32_t>> chunks_ ABSL_GUARDED_BY(mu_);  // kpx_maglev
   std::set<uint32_t> node_addrs_ ABSL_GUARDED_BY(mu_);  // be
   std::set<int> tx_ports_ ABSL_GUARDED_BY(mu_);
   kpx_config config_ ABSL_GUARDED_BY(mu_){};

@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include <cerrno>
+#include <map>
+#include <memory>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -223,11 +225,17 @@ FlowTrace TraceFlow(const TraceLookups& maps, const FlowTuple& t, uint64_t now_n
     tr.steps.push_back("service has no Maglev table: the SYN is answered with a RST");
     return tr;
   }
+  if (svc->maglev_m > KPX_MAGLEV_CHUNK_SLOTS - (svc->maglev_off & KPX_MAGLEV_CHUNK_MASK)) {
+    tr.decision = FlowTrace::Decision::kNoBackend;
+    tr.steps.push_back(absl::StrFormat("Maglev table at pool slot %u (M %u) crosses its chunk: inconsistent, RST",
+                                       svc->maglev_off, svc->maglev_m));
+    return tr;
+  }
   tr.slot = tr.hash % svc->maglev_m;
   uint32_t slot = tr.slot;
   for (uint32_t i = 0; i < kMaglevProbes; ++i) {
     ++tr.probes;
-    std::optional<uint32_t> id = maps.maglev_slot(svc->id, slot);
+    std::optional<uint32_t> id = maps.maglev_slot(svc->maglev_off + slot);
     if (!id) break;
     std::optional<kpx_backend> be = *id ? maps.backend(*id) : std::nullopt;
     if (be) {
@@ -289,12 +297,18 @@ absl::StatusOr<TraceLookups> PinnedTraceLookups(const std::string& pin_dir) {
     }
     return v;
   };
-  l.maglev_slot = [fds](uint32_t svc_id, uint32_t slot) -> std::optional<uint32_t> {
-    uint32_t inner_id = 0;
-    if (bpf_map_lookup_elem(fds->maglev.get(), &svc_id, &inner_id) != 0) return std::nullopt;
-    UniqueFd inner(bpf_map_get_fd_by_id(inner_id));
-    uint32_t be = 0;
-    if (!inner.valid() || bpf_map_lookup_elem(inner.get(), &slot, &be) != 0) return std::nullopt;
+  // Chunk fds by index, opened on first use (the trace is one-shot).
+  auto chunks = std::make_shared<std::map<uint32_t, UniqueFd>>();
+  l.maglev_slot = [fds, chunks](uint32_t index) -> std::optional<uint32_t> {
+    const uint32_t c = index >> KPX_MAGLEV_CHUNK_SHIFT;
+    auto it = chunks->find(c);
+    if (it == chunks->end()) {
+      uint32_t chunk_id = 0;
+      if (bpf_map_lookup_elem(fds->maglev.get(), &c, &chunk_id) != 0) return std::nullopt;
+      it = chunks->emplace(c, UniqueFd(bpf_map_get_fd_by_id(chunk_id))).first;
+    }
+    uint32_t slot = index & KPX_MAGLEV_CHUNK_MASK, be = 0;
+    if (!it->second.valid() || bpf_map_lookup_elem(it->second.get(), &slot, &be) != 0) return std::nullopt;
     return be;
   };
   l.conntrack = [fds](const kpx_ct_key& k) -> std::optional<kpx_ct_entry> {

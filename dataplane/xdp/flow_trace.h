@@ -33,7 +33,8 @@ struct TraceLookups {
   std::function<std::optional<kpx_svc>(const kpx_svc_key&)> service;
   std::function<bool(Ipv4)> is_node_address;
   std::function<std::optional<kpx_backend>(uint32_t id)> backend;  // nullopt also for addr 0
-  std::function<std::optional<uint32_t>(uint32_t svc_id, uint32_t slot)> maglev_slot;
+  // Slot of the Maglev pool by global index (abi.h: chunk = index >> SHIFT).
+  std::function<std::optional<uint32_t>(uint32_t pool_index)> maglev_slot;
   std::function<std::optional<kpx_ct_entry>(const kpx_ct_key&)> conntrack;           // kpx_ct
   std::function<std::optional<kpx_ct_entry>(const kpx_ct_key&)> conntrack_half_open;  // kpx_ct_syn
   std::function<std::optional<kpx_affinity_val>(const kpx_affinity_key&)> affinity;

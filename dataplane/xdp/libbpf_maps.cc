@@ -7,6 +7,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -40,6 +41,12 @@ absl::Status Errno(int err, const std::string& what) {
       return absl::InternalError(msg);
   }
 }
+
+// An ARRAY map stores each value in round_up(value_size, 8) bytes, and a
+// BPF_F_MMAPABLE one maps that storage as is: slot i of a chunk is the low
+// 4 bytes of the 8-byte element i.
+constexpr size_t kSlotStride = 2;  // in u32 units
+constexpr size_t kChunkBytes = size_t{KPX_MAGLEV_CHUNK_SLOTS} * 8;
 
 bool BatchUnsupported(int err) { return err == EINVAL || err == EOPNOTSUPP || err == kEnotsupp || err == ENOSYS; }
 
@@ -139,10 +146,24 @@ absl::StatusOr<std::unique_ptr<LibbpfMaps>> LibbpfMaps::Open(const std::string& 
                                                           sizeof(kpx_backend)}, &info));
   m->caps_.backends = info.max_entries;
   KPX_ASSIGN_OR_RETURN(m->maglev_, OpenPinned(pin_dir, {"kpx_maglev", BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4}, &info));
-  m->caps_.service_ids = info.max_entries;
+  m->caps_.maglev_chunks = info.max_entries;
+  // The pool's chunks (a previous kpxd made them): map each for plain stores.
+  std::vector<std::pair<uint32_t, uint32_t>> chunk_ids;  // index, kernel map id
+  KPX_RETURN_IF_ERROR(DumpMap(m->maglev_.get(), "kpx_maglev", 4, 4, info.max_entries, [&](const void* k, const void* v) {
+    uint32_t index, id;
+    memcpy(&index, k, 4);
+    memcpy(&id, v, 4);
+    chunk_ids.emplace_back(index, id);
+    return true;
+  }));
+  for (const auto& [index, id] : chunk_ids) {
+    int fd = bpf_map_get_fd_by_id(id);
+    if (fd < 0) return Errno(-fd, absl::StrCat("opening kpx_maglev chunk ", index, " (map id ", id, ")"));
+    KPX_ASSIGN_OR_RETURN(m->chunks_[index], MapChunk(UniqueFd(fd), index));
+  }
   KPX_ASSIGN_OR_RETURN(m->svc_stats_, OpenPinned(pin_dir, {"kpx_svc_stats", BPF_MAP_TYPE_PERCPU_ARRAY, 4,
                                                            sizeof(kpx_svc_stats)}, &info));
-  m->caps_.service_ids = std::min(m->caps_.service_ids, info.max_entries);
+  m->caps_.service_ids = info.max_entries;
   KPX_ASSIGN_OR_RETURN(m->ct_, OpenPinned(pin_dir, {"kpx_ct", BPF_MAP_TYPE_LRU_HASH, sizeof(kpx_ct_key),
                                                     sizeof(kpx_ct_entry)}, &info));
   KPX_ASSIGN_OR_RETURN(m->node_addrs_, OpenPinned(pin_dir, {"kpx_node_addrs", BPF_MAP_TYPE_HASH, 4, 1}, &info));
@@ -213,78 +234,172 @@ absl::StatusOr<std::vector<BackendEntry>> LibbpfMaps::ListBackends() const {
   return out;
 }
 
-absl::Status LibbpfMaps::ReplaceMaglevTable(uint32_t svc_id, absl::Span<const uint32_t> table) {
-  if (table.empty()) return absl::InvalidArgumentError("empty Maglev table");
-  const std::string name = absl::StrCat("kpx_mg_", svc_id);  // BPF_OBJ_NAME_LEN 16
-  LIBBPF_OPTS(bpf_map_create_opts, create_opts, .map_flags = BPF_F_INNER_MAP);
-  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, name.c_str(), 4, 4, static_cast<uint32_t>(table.size()), &create_opts);
-  if (fd < 0) return Errno(-fd, absl::StrCat("creating a ", table.size(), "-slot Maglev table"));
-  UniqueFd inner(fd);
-  std::vector<uint32_t> keys(table.size());
-  std::iota(keys.begin(), keys.end(), 0u);
-  uint32_t count = static_cast<uint32_t>(table.size());
-  LIBBPF_OPTS(bpf_map_batch_opts, batch_opts);
-  int err = bpf_map_update_batch(inner.get(), keys.data(), table.data(), &count, &batch_opts);
-  if (err < 0 && BatchUnsupported(-err)) {
-    err = 0;
-    for (uint32_t i = 0; i < table.size() && err == 0; ++i) err = bpf_map_update_elem(inner.get(), &i, &table[i], BPF_ANY);
+absl::Status LibbpfMaps::UpdateServices(absl::Span<const ServiceEntry> entries, size_t* written) {
+  *written = 0;
+  if (entries.empty()) return absl::OkStatus();
+  std::vector<kpx_svc_key> keys;
+  std::vector<kpx_svc> values;
+  keys.reserve(entries.size());
+  values.reserve(entries.size());
+  for (const ServiceEntry& e : entries) {
+    keys.push_back(e.key);
+    values.push_back(e.value);
   }
-  if (err < 0) return Errno(-err, "filling a Maglev table");
-  int inner_fd = inner.get();
-  if (err = bpf_map_update_elem(maglev_.get(), &svc_id, &inner_fd, BPF_ANY); err < 0) {
-    if (-err == EINVAL) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "kpx_maglev[", svc_id, "] rejected the table: not compatible with the outer map's inner template "
-          "(ARRAY u32->u32 with BPF_F_INNER_MAP expected)"));
+  uint32_t count = static_cast<uint32_t>(entries.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+  int err = bpf_map_update_batch(services_.get(), keys.data(), values.data(), &count, &opts);
+  if (err < 0 && count == 0 && BatchUnsupported(-err)) return BpfMaps::UpdateServices(entries, written);
+  *written = std::min<size_t>(count, entries.size());
+  if (err < 0) {
+    if (-err == E2BIG || -err == ENOSPC) {
+      return absl::ResourceExhaustedError(absl::StrCat("kpx_services is full (", caps_.services, " entries)"));
     }
-    return Errno(-err, absl::StrCat("kpx_maglev[", svc_id, "] update"));
-  }
-  return absl::OkStatus();  // the outer map holds the table now; our fd closes
-}
-
-absl::Status LibbpfMaps::DeleteMaglevTable(uint32_t svc_id) {
-  if (int err = bpf_map_delete_elem(maglev_.get(), &svc_id); err < 0 && -err != ENOENT) {
-    return Errno(-err, absl::StrCat("kpx_maglev[", svc_id, "] delete"));
+    return Errno(-err, absl::StrCat("kpx_services batch update of ", entries.size(), " entries"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<uint32_t>> LibbpfMaps::ReadMaglevTable(uint32_t svc_id) const {
-  uint32_t inner_id = 0;
-  if (int err = bpf_map_lookup_elem(maglev_.get(), &svc_id, &inner_id); err < 0) {
-    if (-err == ENOENT) return std::vector<uint32_t>();
-    return Errno(-err, absl::StrCat("kpx_maglev[", svc_id, "] lookup"));
+absl::Status LibbpfMaps::UpdateBackends(absl::Span<const BackendEntry> entries) {
+  if (entries.empty()) return absl::OkStatus();
+  std::vector<uint32_t> keys;
+  std::vector<kpx_backend> values;
+  keys.reserve(entries.size());
+  values.reserve(entries.size());
+  for (const BackendEntry& e : entries) {
+    keys.push_back(e.id);
+    values.push_back(e.value);
   }
-  int fd = bpf_map_get_fd_by_id(inner_id);
-  if (fd < 0) {
-    if (-fd == ENOENT) return std::vector<uint32_t>();  // replaced meanwhile
-    return Errno(-fd, absl::StrCat("opening Maglev table of service ", svc_id));
-  }
-  UniqueFd inner(fd);
-  bpf_map_info info{};
-  uint32_t len = sizeof(info);
-  if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err < 0) return Errno(-err, "Maglev table info");
-  std::vector<uint32_t> table(info.max_entries);
-  KPX_RETURN_IF_ERROR(DumpMap(fd, "a Maglev table", 4, 4, info.max_entries, [&](const void* k, const void* v) {
-    uint32_t slot;
-    memcpy(&slot, k, 4);
-    if (slot < table.size()) memcpy(&table[slot], v, 4);
-    return true;
-  }));
-  return table;
+  uint32_t count = static_cast<uint32_t>(entries.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+  int err = bpf_map_update_batch(backends_.get(), keys.data(), values.data(), &count, &opts);
+  if (err < 0 && count == 0 && BatchUnsupported(-err)) return BpfMaps::UpdateBackends(entries);
+  if (err < 0) return Errno(-err, absl::StrCat("kpx_backends batch update of ", entries.size(), " slots"));
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<uint32_t>> LibbpfMaps::ListMaglevIds() const {
+LibbpfMaps::~LibbpfMaps() {
+  for (auto& [index, chunk] : chunks_) {
+    if (chunk.slots != nullptr) munmap(chunk.slots, kChunkBytes);
+  }
+}
+
+absl::StatusOr<LibbpfMaps::Chunk> LibbpfMaps::MapChunk(UniqueFd fd, uint32_t index) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (int err = bpf_obj_get_info_by_fd(fd.get(), &info, &len); err < 0) {
+    return Errno(-err, absl::StrCat("kpx_maglev chunk ", index, " info"));
+  }
+  if (info.type != BPF_MAP_TYPE_ARRAY || info.key_size != 4 || info.value_size != 4 ||
+      info.max_entries != KPX_MAGLEV_CHUNK_SLOTS || !(info.map_flags & BPF_F_MMAPABLE)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "kpx_maglev chunk ", index, " is not a mmapable ", KPX_MAGLEV_CHUNK_SLOTS,
+        "-slot u32 array (another kpx version pinned it: run kpxd --cleanup)"));
+  }
+  void* mem = mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (mem == MAP_FAILED) return Errno(errno, absl::StrCat("mmap of kpx_maglev chunk ", index));
+  Chunk c;
+  c.fd = std::move(fd);
+  c.slots = static_cast<uint32_t*>(mem);
+  return c;
+}
+
+const LibbpfMaps::Chunk* LibbpfMaps::FindChunk(uint32_t offset, size_t count) const {
+  auto it = chunks_.find(offset >> KPX_MAGLEV_CHUNK_SHIFT);
+  if (it == chunks_.end() || count > KPX_MAGLEV_CHUNK_SLOTS - (offset & KPX_MAGLEV_CHUNK_MASK)) return nullptr;
+  return &it->second;
+}
+
+absl::StatusOr<std::vector<uint32_t>> LibbpfMaps::ListMaglevChunks() const {
   std::vector<uint32_t> out;
-  for (uint32_t id = 0; id < caps_.service_ids; ++id) {
-    uint32_t inner_id = 0;
-    int err = bpf_map_lookup_elem(maglev_.get(), &id, &inner_id);
-    if (err == 0) {
-      out.push_back(id);
-    } else if (-err != ENOENT) {
-      return Errno(-err, absl::StrCat("kpx_maglev[", id, "] lookup"));
+  for (const auto& [index, chunk] : chunks_) out.push_back(index);
+  return out;
+}
+
+absl::Status LibbpfMaps::AddMaglevChunks(absl::Span<const uint32_t> indexes) {
+  if (indexes.empty()) return absl::OkStatus();
+  std::vector<std::pair<uint32_t, Chunk>> fresh;
+  std::vector<uint32_t> keys;
+  std::vector<uint32_t> fds;
+  auto unmap_fresh = [&] {
+    for (auto& [index, c] : fresh) munmap(c.slots, kChunkBytes);
+  };
+  for (uint32_t index : indexes) {
+    absl::Status s;
+    if (index >= caps_.maglev_chunks || chunks_.contains(index)) {
+      s = absl::InvalidArgumentError(absl::StrCat("kpx_maglev chunk ", index, " is out of range or present"));
+    }
+    LIBBPF_OPTS(bpf_map_create_opts, create_opts, .map_flags = BPF_F_MMAPABLE);
+    int fd = s.ok() ? bpf_map_create(BPF_MAP_TYPE_ARRAY, "kpx_mg_chunk", 4, 4, KPX_MAGLEV_CHUNK_SLOTS, &create_opts)
+                    : -EINVAL;
+    if (s.ok() && fd < 0) {
+      s = Errno(-fd, absl::StrCat("creating Maglev pool chunk ", index, " (", kChunkBytes / 1024,
+                                  " KiB of kernel memory)"));
+    }
+    absl::StatusOr<Chunk> c = s.ok() ? MapChunk(UniqueFd(fd), index) : absl::StatusOr<Chunk>(s);
+    if (!c.ok()) {
+      unmap_fresh();
+      return c.status();
+    }
+    keys.push_back(index);
+    fds.push_back(static_cast<uint32_t>(c->fd.get()));
+    fresh.emplace_back(index, std::move(*c));
+  }
+  // One BPF_MAP_UPDATE_BATCH: the kernel waits for an RCU grace period
+  // once per call on a map-in-map update, so a cold start that needs 40
+  // chunks pays one wait, not 40.
+  uint32_t count = static_cast<uint32_t>(keys.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+  int err = bpf_map_update_batch(maglev_.get(), keys.data(), fds.data(), &count, &opts);
+  if (err < 0 && count == 0 && BatchUnsupported(-err)) {
+    err = 0;
+    for (count = 0; count < keys.size(); ++count) {
+      if (err = bpf_map_update_elem(maglev_.get(), &keys[count], &fds[count], BPF_ANY); err < 0) break;
     }
   }
+  // The ones installed are live whatever happened after them.
+  for (uint32_t i = 0; i < count && i < fresh.size(); ++i) chunks_[fresh[i].first] = std::move(fresh[i].second);
+  for (uint32_t i = count; i < fresh.size(); ++i) munmap(fresh[i].second.slots, kChunkBytes);
+  if (err < 0) {
+    if (-err == EINVAL) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "kpx_maglev rejected a pool chunk: not compatible with the outer map's template (mmapable ARRAY of ",
+          KPX_MAGLEV_CHUNK_SLOTS, " u32 expected)"));
+    }
+    return Errno(-err, "kpx_maglev chunk install");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> LibbpfMaps::WriteMaglevSlots(uint32_t offset, absl::Span<const uint32_t> table) {
+  const Chunk* c = FindChunk(offset, table.size());
+  if (c == nullptr) {
+    return absl::OutOfRangeError(absl::StrCat("Maglev slots ", offset, "+", table.size(), " are outside the pool"));
+  }
+  uint32_t* slots = c->slots + (offset & KPX_MAGLEV_CHUNK_MASK) * kSlotStride;
+  uint32_t changed = 0;
+  for (size_t i = 0; i < table.size(); ++i) {
+    // Relaxed atomics: single aligned 4-byte loads/stores the compiler may
+    // not split or merge; the programs read each slot once per probe.
+    uint32_t* slot = &slots[i * kSlotStride];
+    if (__atomic_load_n(slot, __ATOMIC_RELAXED) != table[i]) {
+      __atomic_store_n(slot, table[i], __ATOMIC_RELAXED);
+      ++changed;
+    }
+  }
+  // The kpx_services update that may follow (a syscall) orders these stores
+  // before the programs can see the new (offset, m).
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  return changed;
+}
+
+absl::StatusOr<std::vector<uint32_t>> LibbpfMaps::ReadMaglevSlots(uint32_t offset, uint32_t count) const {
+  const Chunk* c = FindChunk(offset, count);
+  if (c == nullptr) {
+    return absl::OutOfRangeError(absl::StrCat("Maglev slots ", offset, "+", count, " are outside the pool"));
+  }
+  std::vector<uint32_t> out(count);
+  const uint32_t* slots = c->slots + (offset & KPX_MAGLEV_CHUNK_MASK) * kSlotStride;
+  for (uint32_t i = 0; i < count; ++i) out[i] = __atomic_load_n(&slots[i * kSlotStride], __ATOMIC_RELAXED);
   return out;
 }
 
@@ -384,6 +499,18 @@ absl::Status LibbpfMaps::ClearServiceStats(uint32_t svc_id) {
   if (int err = bpf_map_update_elem(svc_stats_.get(), &svc_id, zero.data(), BPF_ANY); err < 0) {
     return Errno(-err, absl::StrCat("kpx_svc_stats[", svc_id, "] clear"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status LibbpfMaps::ClearServiceStats(absl::Span<const uint32_t> svc_ids) {
+  if (svc_ids.empty()) return absl::OkStatus();
+  std::vector<uint32_t> keys(svc_ids.begin(), svc_ids.end());
+  std::vector<kpx_svc_stats> zero(static_cast<size_t>(ncpus_) * keys.size());
+  uint32_t count = static_cast<uint32_t>(keys.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+  int err = bpf_map_update_batch(svc_stats_.get(), keys.data(), zero.data(), &count, &opts);
+  if (err < 0 && count == 0 && BatchUnsupported(-err)) return BpfMaps::ClearServiceStats(svc_ids);
+  if (err < 0) return Errno(-err, absl::StrCat("kpx_svc_stats batch clear of ", keys.size(), " ids"));
   return absl::OkStatus();
 }
 

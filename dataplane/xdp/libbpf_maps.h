@@ -4,6 +4,7 @@
 // version is refused with a message instead of being misread.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -29,10 +30,12 @@ class LibbpfMaps final : public BpfMaps {
   absl::StatusOr<std::vector<ServiceEntry>> ListServices() const override;
   absl::Status UpdateBackend(uint32_t id, const kpx_backend& value) override;
   absl::StatusOr<std::vector<BackendEntry>> ListBackends() const override;
-  absl::Status ReplaceMaglevTable(uint32_t svc_id, absl::Span<const uint32_t> table) override;
-  absl::Status DeleteMaglevTable(uint32_t svc_id) override;
-  absl::StatusOr<std::vector<uint32_t>> ReadMaglevTable(uint32_t svc_id) const override;
-  absl::StatusOr<std::vector<uint32_t>> ListMaglevIds() const override;
+  absl::Status UpdateServices(absl::Span<const ServiceEntry> entries, size_t* written) override;
+  absl::Status UpdateBackends(absl::Span<const BackendEntry> entries) override;
+  absl::StatusOr<std::vector<uint32_t>> ListMaglevChunks() const override;
+  absl::Status AddMaglevChunks(absl::Span<const uint32_t> indexes) override;
+  absl::StatusOr<uint32_t> WriteMaglevSlots(uint32_t offset, absl::Span<const uint32_t> table) override;
+  absl::StatusOr<std::vector<uint32_t>> ReadMaglevSlots(uint32_t offset, uint32_t count) const override;
   absl::Status UpdateNodeAddress(Ipv4 addr) override;
   absl::Status DeleteNodeAddress(Ipv4 addr) override;
   absl::StatusOr<std::vector<Ipv4>> ListNodeAddresses() const override;
@@ -43,6 +46,7 @@ class LibbpfMaps final : public BpfMaps {
   absl::StatusOr<kpx_config> ReadConfig() const override;
   absl::StatusOr<kpx_svc_stats> ReadServiceStats(uint32_t svc_id) const override;
   absl::Status ClearServiceStats(uint32_t svc_id) override;
+  absl::Status ClearServiceStats(absl::Span<const uint32_t> svc_ids) override;
   absl::StatusOr<VerdictCounters> ReadVerdictStats() const override;
   absl::Status ForEachConntrack(
       absl::FunctionRef<bool(const kpx_ct_key&, const kpx_ct_entry&)> fn) const override;
@@ -50,12 +54,25 @@ class LibbpfMaps final : public BpfMaps {
 
  private:
   LibbpfMaps() = default;
+  // One chunk of the Maglev pool, mapped into our address space.
+  struct Chunk {
+    UniqueFd fd;
+    uint32_t* slots = nullptr;  // MAP_SHARED; slot i at slots[2 * i] (8-byte array elements)
+  };
+  static absl::StatusOr<Chunk> MapChunk(UniqueFd fd, uint32_t index);
+  const Chunk* FindChunk(uint32_t offset, size_t count) const;
+
+ public:
+  ~LibbpfMaps() override;
+
+ private:
 
   MapCapacities caps_;
   int ncpus_ = 1;
   uint32_t tx_value_size_ = sizeof(uint32_t);
   UniqueFd services_, backends_, maglev_, ct_, node_addrs_, tx_ports_, svc_stats_, verdict_stats_,
       config_;
+  std::map<uint32_t, Chunk> chunks_;  // by chunk index
 };
 
 }  // namespace kpx::xdp

@@ -1,9 +1,9 @@
 // MapWriter: id allocation, write ordering, adoption and pruning for the
 // eBPF maps. Write order for an upsert (each step leaves a state the BPF
-// programs can use): new backend slots -> the service's new Maglev table
-// (atomic swap) -> kpx_services value -> zero backend slots no rule uses.
-// A shrinking table writes the service value (smaller maglev_m) before the
-// swap, so hash % maglev_m never indexes past the installed table.
+// programs can use): new backend slots -> the Maglev table (same M: rewritten
+// in place, only the slots that differ; new M: a fresh pool range) ->
+// kpx_services value (switches offset and M in one update) -> zero backend
+// slots no rule uses, quarantine the range no service points at.
 #include "dataplane/xdp/map_writer.h"
 
 #include <arpa/inet.h>
@@ -82,8 +82,9 @@ MapWriter::MapWriter(BpfMaps* maps, MapWriterOptions options)
     : maps_(maps),
       options_(std::move(options)),
       caps_(maps->capacities()),
-      svc_ids_("kpx_maglev/kpx_svc_stats service ids", caps_.service_ids, options_.id_quarantine),
-      backend_ids_("kpx_backends", caps_.backends, options_.id_quarantine) {}
+      svc_ids_("kpx_svc_stats service ids", caps_.service_ids, options_.id_quarantine),
+      backend_ids_("kpx_backends", caps_.backends, options_.id_quarantine),
+      pool_(KPX_MAGLEV_CHUNK_SLOTS, caps_.maglev_chunks) {}
 
 absl::StatusOr<std::unique_ptr<MapWriter>> MapWriter::Create(BpfMaps* maps, MapWriterOptions options) {
   if (!options.now) options.now = [] { return absl::Now(); };
@@ -115,10 +116,21 @@ absl::Status MapWriter::Adopt() {
   }
   adoption_.backends = backends_.size();
 
+  KPX_ASSIGN_OR_RETURN(std::vector<uint32_t> chunks, maps_->ListMaglevChunks());
+  for (uint32_t c : chunks) pool_.AddChunk(c);
+  adoption_.chunks = pool_.chunk_count();
+  // Ranges no adopted service points at are free at once: the previous kpxd
+  // is gone and this one took far longer than slot_quarantine to start.
   KPX_ASSIGN_OR_RETURN(std::vector<ServiceEntry> services, maps_->ListServices());
   for (const ServiceEntry& e : services) {
     std::optional<FrontendKey> fk = FrontendFromSvcKey(e.key);
-    if (!fk.has_value() || !svc_ids_.Reserve(e.value.id)) {
+    const uint32_t m = e.value.maglev_m, off = e.value.maglev_off;
+    // The range first: one that overlaps another service's or lies outside
+    // the pool cannot be ours to keep (a crash mid-update, another writer).
+    const bool range_ok = m == 0 || pool_.Reserve(off, m);
+    if (!fk.has_value() || !range_ok || !svc_ids_.Reserve(e.value.id)) {
+      // The programs may still read the range until Prune deletes the key.
+      if (m != 0 && range_ok) stale_ranges_.emplace_back(off, m);
       stale_services_.push_back(e.key);
       ++adoption_.inconsistent;
       continue;
@@ -127,10 +139,11 @@ absl::Status MapWriter::Adopt() {
     st.key = e.key;
     st.value = e.value;
     st.adopted = true;
-    KPX_ASSIGN_OR_RETURN(std::vector<uint32_t> table, maps_->ReadMaglevTable(e.value.id));
-    if (!table.empty()) {
+    if (m != 0) {
+      KPX_ASSIGN_OR_RETURN(std::vector<uint32_t> table, maps_->ReadMaglevSlots(off, m));
       ++adoption_.tables;
-      st.maglev_m = static_cast<uint32_t>(table.size());
+      st.maglev_m = m;
+      st.maglev_off = off;
       st.table_hash = TableHash(table);
       absl::flat_hash_set<uint32_t> ids(table.begin(), table.end());
       for (uint32_t id : ids) {
@@ -148,16 +161,27 @@ absl::Status MapWriter::Adopt() {
   backend_ids_.FinishAdoption(now);
   if (!services.empty() || !backends.empty()) {
     LOG(INFO) << "xdp: adopted " << adoption_.frontends << " frontends, " << adoption_.backends
-              << " backends, " << adoption_.tables << " Maglev tables from pinned maps ("
-              << adoption_.inconsistent << " inconsistent entries left for Prune)";
+              << " backends, " << adoption_.tables << " Maglev tables from pinned maps"
+              << " in " << adoption_.chunks << " pool chunks (" << adoption_.inconsistent
+              << " inconsistent entries left for Prune)";
   }
   return absl::OkStatus();
 }
 
 absl::Status MapWriter::Apply(const controller::TableDiff& diff) {
   absl::Status first;
-  std::vector<const ServiceRule*> retry;
+  std::vector<const ServiceRule*> retry, fresh;
   for (const ServiceRule& rule : diff.upserts) {
+    if (Serves(rule) && !frontends_.contains(rule.frontend)) fresh.push_back(&rule);
+  }
+  if (fresh.size() >= options_.batch_min) {
+    first = ApplyBatch(fresh, &retry);
+  } else {
+    fresh.clear();
+  }
+  absl::flat_hash_set<const ServiceRule*> batched(fresh.begin(), fresh.end());
+  for (const ServiceRule& rule : diff.upserts) {
+    if (batched.contains(&rule)) continue;
     absl::Status s = Upsert(rule);
     if (absl::IsResourceExhausted(s)) {
       retry.push_back(&rule);
@@ -176,6 +200,35 @@ absl::Status MapWriter::Apply(const controller::TableDiff& diff) {
   return first;
 }
 
+absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
+                                   std::vector<const ServiceRule*>* retry) {
+  // Room for every table up front: one chunk install (one RCU grace period)
+  // instead of one per chunk as first fit runs out.
+  uint64_t want = 0;
+  for (const ServiceRule* r : rules) want += ChooseMaglevSize(r->backends.size(), options_.maglev_max_m);
+  pool_.Reclaim(options_.now());
+  const uint64_t free_slots = pool_.capacity_slots() - pool_.used_slots();
+  absl::Status first;
+  if (want > free_slots) {
+    // +1: first fit leaves a tail in each chunk that a table may not fit.
+    const uint64_t chunks = (want - free_slots + KPX_MAGLEV_CHUNK_SLOTS - 1) / KPX_MAGLEV_CHUNK_SLOTS + 1;
+    first = GrowPool(static_cast<uint32_t>(std::min<uint64_t>(chunks, caps_.maglev_chunks)));
+    if (!first.ok()) LOG(WARNING) << "xdp: growing the Maglev pool for " << rules.size() << " frontends: " << first;
+  }
+  Staged staged;
+  staged_ = &staged;
+  for (const ServiceRule* rule : rules) {
+    absl::Status s = Upsert(*rule);
+    if (absl::IsResourceExhausted(s)) {
+      retry->push_back(rule);
+    } else if (!s.ok() && first.ok()) {
+      first = s;
+    }
+  }
+  staged_ = nullptr;
+  absl::Status f = FlushStaged(staged);
+  return first.ok() ? f : first;
+}
 void MapWriter::Rollback(const Txn& txn) {
   const absl::Time now = options_.now();
   for (const auto& [addr, from_quarantine] : txn.new_backends) {
@@ -196,6 +249,71 @@ void MapWriter::Rollback(const Txn& txn) {
   if (txn.new_svc_id != 0) svc_ids_.Unallocate(txn.new_svc_id);
 }
 
+absl::Status MapWriter::FlushStaged(Staged& staged) {
+  // Backend slots a rolled-back upsert allocated and then gave up are not
+  // written (their id is free again, or another backend's now).
+  std::vector<BackendEntry> backends;
+  backends.reserve(staged.backends.size());
+  for (const BackendEntry& b : staged.backends) {
+    auto a = backend_addr_.find(b.id);
+    if (a != backend_addr_.end() && a->second == AddrKey(Ipv4::FromBe(b.value.addr), ntohs(b.value.port))) {
+      backends.push_back(b);
+    }
+  }
+  // Order as for one upsert: backends, counters, then the keys that make
+  // the tables reachable.
+  absl::Status s = maps_->UpdateBackends(backends);
+  if (s.ok()) s = maps_->ClearServiceStats(absl::MakeConstSpan(staged.stats));
+  if (!s.ok()) {
+    for (const FrontendKey& fk : staged.frontends) UndoStaged(fk);
+    return absl::Status(s.code(), absl::StrCat("batch of ", staged.frontends.size(),
+                                               " new frontends not installed: ", s.message()));
+  }
+  size_t written = 0;
+  s = maps_->UpdateServices(staged.services, &written);
+  for (size_t i = written; i < staged.frontends.size(); ++i) UndoStaged(staged.frontends[i]);
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(staged.frontends.size() - written, " of ", staged.frontends.size(),
+                                               " new frontends not installed (first: ",
+                                               staged.frontends[written].String(), "): ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+void MapWriter::UndoStaged(const FrontendKey& fk) {
+  auto it = frontends_.find(fk);
+  if (it == frontends_.end()) return;
+  FrontendState st = std::move(it->second);
+  frontends_.erase(it);
+  if (st.maglev_m != 0) pool_.Free(st.maglev_off, st.maglev_m);
+  for (uint32_t id : st.backend_ids) {
+    if (absl::Status s = Unref(id); !s.ok()) LOG(WARNING) << "xdp: undoing " << fk.String() << ": " << s;
+  }
+  svc_ids_.Unallocate(st.value.id);
+}
+
+absl::Status MapWriter::GrowPool(uint32_t chunks) {
+  std::vector<uint32_t> idx = pool_.MissingChunks(chunks);
+  if (idx.empty()) return absl::OkStatus();
+  KPX_RETURN_IF_ERROR(maps_->AddMaglevChunks(idx));
+  for (uint32_t c : idx) pool_.AddChunk(c);
+  VLOG(1) << "xdp: Maglev pool grew by " << idx.size() << " chunks to " << pool_.chunk_count();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> MapWriter::AllocateRange(uint32_t m, const FrontendKey& fk) {
+  if (std::optional<uint32_t> off = pool_.Allocate(m)) return *off;
+  if (pool_.chunk_count() < pool_.max_chunks()) {
+    KPX_RETURN_IF_ERROR(GrowPool(1));
+    if (std::optional<uint32_t> off = pool_.Allocate(m)) return *off;
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "Maglev slot pool (kpx_maglev) is full: ", pool_.chunk_count(), " of ", pool_.max_chunks(), " chunks of ",
+      KPX_MAGLEV_CHUNK_SLOTS, " slots, ", pool_.used_slots(), " slots in tables (", pool_.quarantined_slots(),
+      " of them quarantined for ", absl::FormatDuration(options_.slot_quarantine), "); cannot place the ", m,
+      "-slot table of ", fk.String(), ": raise --bpf-maglev-chunks or lower --maglev-table-size"));
+}
+
 absl::Status MapWriter::Upsert(const ServiceRule& rule) {
   const FrontendKey& fk = rule.frontend;
   if (!Serves(rule)) {
@@ -204,6 +322,8 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
   }
   auto it = frontends_.find(fk);
   const FrontendState* old = it == frontends_.end() ? nullptr : &it->second;
+  // Staged writes only for frontends the programs cannot reach yet.
+  Staged* const staged = old == nullptr ? staged_ : nullptr;
 
   std::vector<uint64_t> keep, usable;
   SelectBackends(rule, &keep, &usable);
@@ -217,7 +337,7 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
     }
     if (svc_ids_.available() == 0) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "kpx_maglev is full (", caps_.service_ids, " slots, KPX_MAX_SERVICES; service ids 1..",
+          "kpx_svc_stats is full (", caps_.service_ids, " slots, KPX_MAX_SERVICES; service ids 1..",
           caps_.service_ids - 1, " in use); cannot add ", fk.String()));
     }
   }
@@ -230,6 +350,7 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
   }
 
   const absl::Time now = options_.now();
+  pool_.Reclaim(now);
   Txn txn;
   uint32_t svc_id = 0;
   if (old != nullptr) {
@@ -260,8 +381,10 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
     backends_[addr] = BackendState{id, 0};
     backend_addr_[id] = addr;
     txn.new_backends.emplace_back(addr, from_quarantine);
-    if (absl::Status s = maps_->UpdateBackend(id, BackendValue(AddrKeyIp(addr), AddrKeyPort(addr)));
-        !s.ok()) {
+    const kpx_backend bv = BackendValue(AddrKeyIp(addr), AddrKeyPort(addr));
+    if (staged != nullptr) {
+      staged->backends.push_back({id, bv});
+    } else if (absl::Status s = maps_->UpdateBackend(id, bv); !s.ok()) {
       Rollback(txn);
       return absl::Status(s.code(), absl::StrCat("writing backend slot ", id, " for ", fk.String(), ": ",
                                                  s.message()));
@@ -274,9 +397,35 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
     entries.push_back({backends_[addr].id, MaglevKey(AddrKeyIp(addr), AddrKeyPort(addr))});
   }
   const uint32_t n = static_cast<uint32_t>(entries.size());
-  const uint32_t m = ChooseMaglevSizeKeeping(n, old != nullptr ? old->maglev_m : 0, options_.maglev_max_m);
+  const uint32_t old_m = old != nullptr ? old->maglev_m : 0;
+  const uint32_t m = ChooseMaglevSizeKeeping(n, old_m, options_.maglev_max_m);
   std::vector<uint32_t> table = BuildMaglevTable(entries, m);
   const uint64_t hash = table.empty() ? 0 : TableHash(table);
+
+  // Same M: the live range is rewritten in place (only differing slots; a
+  // racing SYN reads the old or the new backend of this service, and both
+  // are live in kpx_backends until the Unref below). New M: a fresh range,
+  // filled before kpx_services points at it.
+  const bool in_place = n > 0 && old_m != 0 && old_m == m;
+  const bool new_range = n > 0 && !in_place;
+  uint32_t off = in_place ? old->maglev_off : 0;
+  if (new_range) {
+    absl::StatusOr<uint32_t> got = AllocateRange(m, fk);
+    if (!got.ok()) {
+      Rollback(txn);
+      return got.status();
+    }
+    off = *got;
+  }
+  if (new_range || (in_place && old->table_hash != hash)) {
+    if (absl::StatusOr<uint32_t> w = maps_->WriteMaglevSlots(off, table); !w.ok()) {
+      if (new_range) pool_.Free(off, m);
+      Rollback(txn);
+      return absl::Status(w.status().code(),
+                          absl::StrCat("Maglev table of ", fk.String(), " (service id ", svc_id, ", ", m,
+                                       " slots at pool offset ", off, "): ", w.status().message()));
+    }
+  }
 
   kpx_svc value{};
   value.id = svc_id;
@@ -284,66 +433,57 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
   value.affinity_timeout_s = rule.affinity_timeout_s;
   value.backend_count = n;
   value.maglev_m = n > 0 ? m : 0;
+  value.maglev_off = n > 0 ? off : 0;
   const kpx_svc_key key = SvcKey(fk);
-
-  const bool table_changed = n > 0 && (old == nullptr || old->maglev_m != m || old->table_hash != hash);
   const bool value_changed = old == nullptr || !SameBytes(old->value, value);
-  const bool svc_first = old != nullptr && table_changed && value_changed && old->value.maglev_m > m;
-
-  if (old == nullptr) {
-    // A recycled id must not inherit the counters of its previous service.
-    if (absl::Status s = maps_->ClearServiceStats(svc_id); !s.ok()) {
-      Rollback(txn);
-      return s;
-    }
-  }
-  if (svc_first) {
-    if (absl::Status s = maps_->UpdateService(key, value); !s.ok()) {
-      Rollback(txn);
-      return s;
-    }
-  }
-  if (table_changed) {
-    if (absl::Status s = maps_->ReplaceMaglevTable(svc_id, table); !s.ok()) {
-      if (svc_first) {
-        absl::Status r = maps_->UpdateService(key, old->value);
-        if (!r.ok()) LOG(WARNING) << "xdp: restoring " << fk.String() << " after failed table swap: " << r;
-      }
-      Rollback(txn);
-      return absl::Status(s.code(), absl::StrCat("Maglev table of ", fk.String(), " (service id ", svc_id,
-                                                 ", ", m, " slots): ", s.message()));
-    }
-  }
 
   FrontendState next;
   next.key = key;
   next.value = value;
-  next.maglev_m = table_changed ? m : (old != nullptr ? old->maglev_m : 0);
-  next.table_hash = table_changed ? hash : (old != nullptr ? old->table_hash : 0);
+  next.maglev_m = n > 0 ? m : 0;
+  next.maglev_off = n > 0 ? off : 0;
+  next.table_hash = hash;
   absl::Status late;
-  if (value_changed && !svc_first) {
-    if (absl::Status s = maps_->UpdateService(key, value); !s.ok()) {
-      if (old == nullptr) {
-        if (table_changed) maps_->DeleteMaglevTable(svc_id).IgnoreError();
+  if (staged != nullptr) {
+    // A recycled id must not inherit the counters of its previous service.
+    staged->stats.push_back(svc_id);
+    staged->services.push_back({key, value});
+    staged->frontends.push_back(fk);
+  } else {
+    if (old == nullptr) {
+      if (absl::Status s = maps_->ClearServiceStats(svc_id); !s.ok()) {
+        if (new_range) pool_.Free(off, m);
         Rollback(txn);
         return s;
       }
-      // The new table is live (the service still has its old value, which
-      // is consistent with it); keep the new references, retry the value.
-      next.value = old->value;
-      late = absl::Status(s.code(), absl::StrCat("updating ", fk.String(), " in kpx_services (its new Maglev "
-                                                 "table is installed; resend to retry): ", s.message()));
+    }
+    if (value_changed) {
+      if (absl::Status s = maps_->UpdateService(key, value); !s.ok()) {
+        if (old == nullptr || new_range) {
+          // Nothing points at the new range: give it back. An existing
+          // frontend keeps its old value, table and references.
+          if (new_range) pool_.Free(off, m);
+          if (old == nullptr) {
+            Rollback(txn);
+            return s;
+          }
+          Rollback(txn);
+          return absl::Status(s.code(), absl::StrCat("updating ", fk.String(), " in kpx_services: ", s.message()));
+        }
+        // In place: the new table is live (the old value, same offset and M,
+        // is consistent with it); keep the new references, retry the value.
+        next.value = old->value;
+        next.maglev_m = old->maglev_m;
+        next.maglev_off = old->maglev_off;
+        if (!in_place) next.table_hash = old->table_hash;
+        late = absl::Status(s.code(), absl::StrCat("updating ", fk.String(), " in kpx_services (its new Maglev "
+                                                   "table is installed; resend to retry): ", s.message()));
+      }
     }
   }
-  if (n == 0 && next.maglev_m != 0) {
-    // The value (backend_count 0: reset new flows) is written; the table
-    // can go. On failure keep maglev_m so the next upsert retries.
-    if (absl::Status s = maps_->DeleteMaglevTable(svc_id); s.ok()) {
-      next.maglev_m = 0;
-      next.table_hash = 0;
-    } else if (late.ok()) {
-      late = s;
-    }
+  // The old range once nothing points at it.
+  if (old != nullptr && old_m != 0 && !in_place && late.ok()) {
+    pool_.Quarantine(old->maglev_off, old_m, now + options_.slot_quarantine);
   }
 
   // Commit: references for the new set before dropping the old set, so a
@@ -403,15 +543,13 @@ absl::Status MapWriter::Remove(const FrontendKey& frontend) {
   FrontendState st = std::move(it->second);
   frontends_.erase(it);
   absl::Status first;
-  if (st.maglev_m != 0) {
-    // Unreachable now; a failure leaves an orphan table that Prune deletes.
-    first = maps_->DeleteMaglevTable(st.value.id);
-  }
+  const absl::Time now = options_.now();
+  if (st.maglev_m != 0) pool_.Quarantine(st.maglev_off, st.maglev_m, now + options_.slot_quarantine);
   for (uint32_t id : st.backend_ids) {
     absl::Status s = Unref(id);
     if (!s.ok() && first.ok()) first = s;
   }
-  svc_ids_.Release(st.value.id, options_.now());
+  svc_ids_.Release(st.value.id, now);
   return first;
 }
 
@@ -447,26 +585,15 @@ absl::Status MapWriter::Prune(const controller::ServiceTable& desired) {
     backend_ids_.Release(id, options_.now());
   }
   stale_backend_ids_.clear();
-  // Tables of no service (a crash between steps, or failed deletes).
-  absl::flat_hash_set<uint32_t> live_ids;
-  for (const auto& [fk, st] : frontends_) {
-    if (st.maglev_m != 0) live_ids.insert(st.value.id);
-  }
-  size_t orphan_tables = 0;
-  absl::StatusOr<std::vector<uint32_t>> ids = maps_->ListMaglevIds();
-  if (ids.ok()) {
-    for (uint32_t id : *ids) {
-      if (live_ids.contains(id)) continue;
-      keep_first(maps_->DeleteMaglevTable(id));
-      ++orphan_tables;
-    }
-  } else {
-    keep_first(ids.status());
-  }
+  // Ranges of the inconsistent services just deleted.
+  const absl::Time now = options_.now();
+  for (const auto& [off, m] : stale_ranges_) pool_.Quarantine(off, m, now + options_.slot_quarantine);
+  const size_t stale_ranges = stale_ranges_.size();
+  stale_ranges_.clear();
   for (auto& [fk, st] : frontends_) st.adopted = false;
   LOG(INFO) << "xdp: prune removed " << stale.size() << " frontends, " << stale_services
-            << " inconsistent services, " << unreferenced.size() << " unused backends, " << orphan_tables
-            << " orphan tables";
+            << " inconsistent services (" << stale_ranges << " Maglev ranges), " << unreferenced.size()
+            << " unused backends";
   return first;
 }
 
@@ -483,6 +610,22 @@ std::optional<uint32_t> MapWriter::ServiceId(const FrontendKey& frontend) const 
   auto it = frontends_.find(frontend);
   if (it == frontends_.end()) return std::nullopt;
   return it->second.value.id;
+}
+
+std::optional<uint32_t> MapWriter::MaglevOffset(const FrontendKey& frontend) const {
+  auto it = frontends_.find(frontend);
+  if (it == frontends_.end() || it->second.maglev_m == 0) return std::nullopt;
+  return it->second.maglev_off;
+}
+
+SlotPoolUsage MapWriter::pool_usage() const {
+  SlotPoolUsage u;
+  u.used_slots = pool_.used_slots();
+  u.quarantined_slots = pool_.quarantined_slots();
+  u.capacity_slots = pool_.capacity_slots();
+  u.chunks = pool_.chunk_count();
+  u.max_chunks = pool_.max_chunks();
+  return u;
 }
 
 std::optional<uint32_t> MapWriter::BackendId(Ipv4 ip, uint16_t port) const {

@@ -1,9 +1,11 @@
 // MapWriter: turns ServiceRule upserts/removals into writes of the eBPF
 // dataplane's maps through the BpfMaps seam. It owns the id spaces (service
 // id per frontend, backend id per ip:port, refcounted across services),
-// builds each service's Maglev table, orders writes so the BPF programs never
-// see a service pointing at a missing table or backend, and adopts what a
-// previous kpxd left in pinned maps so a restart changes nothing on the wire.
+// builds each service's Maglev table into a range of the slot pool (abi.h,
+// SlotPool), orders writes so the BPF programs never see a service pointing
+// at a missing table or backend, batches the syscalls of big diffs (cold
+// start), and adopts what a previous kpxd left in pinned maps so a restart
+// changes nothing on the wire.
 // Not thread-safe: XdpDataplane serialises calls.
 #pragma once
 
@@ -22,6 +24,7 @@
 #include "controller/service_table.h"
 #include "dataplane/xdp/bpf_maps.h"
 #include "dataplane/xdp/id_allocator.h"
+#include "dataplane/xdp/slot_pool.h"
 
 namespace kpx::xdp {
 
@@ -31,6 +34,16 @@ struct MapWriterOptions {
   // How long a released service/backend id stays unused (conntrack and
   // affinity entries may still name it).
   absl::Duration id_quarantine = absl::Minutes(10);
+  // How long a Maglev slot range stays unused after kpx_services stopped
+  // pointing at it (resize or removal): a program run that read the old
+  // (offset, m) just before the switch may still read its slots. Runs last
+  // microseconds; the margin covers a preempted tc program on a loaded host.
+  // Reusing the range earlier could send that one SYN to another service's
+  // backend.
+  absl::Duration slot_quarantine = absl::Seconds(2);
+  // Apply() batches the map writes of new frontends (BPF_MAP_UPDATE_BATCH)
+  // once a diff adds at least this many.
+  size_t batch_min = 16;
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
@@ -39,7 +52,19 @@ struct AdoptionSummary {
   size_t frontends = 0;
   size_t backends = 0;
   size_t tables = 0;
-  size_t inconsistent = 0;  // entries kept aside for Prune (duplicate ids, unknown protocol)
+  size_t chunks = 0;        // Maglev pool chunks found
+  size_t inconsistent = 0;  // entries kept aside for Prune (duplicate ids, unknown protocol,
+                            // Maglev ranges overlapping or outside the pool)
+};
+
+// The Maglev slot pool's occupancy (metrics, errors).
+struct SlotPoolUsage {
+  uint64_t used_slots = 0;         // in tables (quarantined included)
+  uint64_t quarantined_slots = 0;  // of replaced/removed tables, reusable soon
+  uint64_t capacity_slots = 0;     // of the chunks created so far
+  uint32_t chunks = 0;
+  uint32_t max_chunks = 0;         // --bpf-maglev-chunks
+  uint32_t chunk_slots = KPX_MAGLEV_CHUNK_SLOTS;
 };
 
 class MapWriter {
@@ -53,6 +78,10 @@ class MapWriter {
   // references), then removals, then upserts that failed for lack of room
   // once more. Continues past a failing operation and returns the first
   // error; each operation is idempotent, so the reconciler may resend all.
+  // With at least batch_min new frontends, their backend slots, counters and
+  // kpx_services entries are written with one batch each (cold start), after
+  // every table of the batch is in the pool; pool chunks the diff needs are
+  // created with one outer-map update.
   absl::Status Apply(const controller::TableDiff& diff);
 
   // One frontend. A frontend kpx does not serve in BPF (supported=false,
@@ -78,6 +107,9 @@ class MapWriter {
   // ip:port of a live backend id.
   std::optional<std::pair<Ipv4, uint16_t>> BackendAddress(uint32_t id) const;
   const AdoptionSummary& adoption() const { return adoption_; }
+  SlotPoolUsage pool_usage() const;
+  // Global slot offset of a frontend's table (nullopt: none).
+  std::optional<uint32_t> MaglevOffset(const controller::FrontendKey& frontend) const;
 
   // True when the BPF dataplane serves this rule.
   static bool Serves(const controller::ServiceRule& rule);
@@ -87,6 +119,7 @@ class MapWriter {
     kpx_svc_key key{};
     kpx_svc value{};
     uint32_t maglev_m = 0;    // slots of the installed table (0: none)
+    uint32_t maglev_off = 0;  // its first slot in the pool
     uint64_t table_hash = 0;  // fingerprint of the installed table
     std::vector<uint32_t> backend_ids;  // sorted, unique; each holds one reference
     bool adopted = false;
@@ -100,6 +133,13 @@ class MapWriter {
     uint32_t new_svc_id = 0;
     std::vector<std::pair<uint64_t, bool>> new_backends;  // addr key, id came from quarantine
   };
+  // Writes of new frontends held back by Apply to be issued as batches.
+  struct Staged {
+    std::vector<BackendEntry> backends;
+    std::vector<uint32_t> stats;
+    std::vector<ServiceEntry> services;
+    std::vector<controller::FrontendKey> frontends;  // parallel to services
+  };
 
   MapWriter(BpfMaps* maps, MapWriterOptions options);
   absl::Status Adopt();
@@ -108,12 +148,27 @@ class MapWriter {
   // become resets) and quarantines the id.
   absl::Status Unref(uint32_t id);
   absl::Status ReleaseBackend(uint64_t addr);
+  // A range of m slots: first fit in the pool, else new chunks (`extra`
+  // more than needed, to batch growth), else ResourceExhausted naming the flag.
+  absl::StatusOr<uint32_t> AllocateRange(uint32_t m, const controller::FrontendKey& fk);
+  absl::Status GrowPool(uint32_t chunks);
+  // Apply's batch of new frontends: upserts with staged writes, then flush.
+  absl::Status ApplyBatch(const std::vector<const controller::ServiceRule*>& rules,
+                          std::vector<const controller::ServiceRule*>* retry);
+  absl::Status FlushStaged(Staged& staged);
+  // A staged frontend whose writes were not issued: forget it, nothing of it
+  // was visible to the programs.
+  void UndoStaged(const controller::FrontendKey& fk);
 
   BpfMaps* maps_;
   MapWriterOptions options_;
   MapCapacities caps_;
   IdAllocator svc_ids_;
   IdAllocator backend_ids_;
+  SlotPool pool_;
+  Staged* staged_ = nullptr;  // set during ApplyBatch
+  // Ranges of services Adopt() kept aside: in use until Prune deletes them.
+  std::vector<std::pair<uint32_t, uint32_t>> stale_ranges_;
   absl::btree_map<controller::FrontendKey, FrontendState> frontends_;
   absl::flat_hash_map<uint64_t, BackendState> backends_;  // by AddrKey
   absl::flat_hash_map<uint32_t, uint64_t> backend_addr_;  // id -> AddrKey

@@ -219,6 +219,11 @@ absl::Status XdpDataplane::Attach(const std::vector<NetInterface>& ifaces) {
 
 XdpDataplane::~XdpDataplane() = default;
 
+SlotPoolUsage XdpDataplane::PoolUsage() const {
+  absl::MutexLock lock(&mu_);
+  return writer_ != nullptr ? writer_->pool_usage() : SlotPoolUsage{};
+}
+
 absl::Status XdpDataplane::Apply(const controller::TableDiff& diff) {
   absl::MutexLock lock(&mu_);
   return writer_->Apply(diff);

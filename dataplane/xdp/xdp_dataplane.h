@@ -149,6 +149,8 @@ class XdpDataplane final : public dataplane::Dataplane {
   const std::vector<Ipv4>& node_addresses() const { return node_addresses_; }
   // What Create() found in the pinned maps.
   const AdoptionSummary& adoption() const { return adoption_; }
+  // The Maglev slot pool's occupancy (thread-safe).
+  SlotPoolUsage PoolUsage() const;
   const std::string& pin_dir() const { return options_.pin_dir; }
   BpfMaps* maps() const { return maps_.get(); }
 

@@ -29,7 +29,7 @@ static_assert(offsetof(kpx_svc, flags) == 4);
 static_assert(offsetof(kpx_svc, affinity_timeout_s) == 8);
 static_assert(offsetof(kpx_svc, backend_count) == 12);
 static_assert(offsetof(kpx_svc, maglev_m) == 16);
-static_assert(offsetof(kpx_svc, pad) == 20);
+static_assert(offsetof(kpx_svc, maglev_off) == 20);
 
 static_assert(sizeof(kpx_backend) == 8);
 static_assert(offsetof(kpx_backend, addr) == 0);
@@ -89,6 +89,8 @@ static_assert(KPX_ABI_VERSION == 3);
 static_assert(KPX_V_MAX == 12);
 static_assert(KPX_SNAT_PORT_MIN_DEFAULT <= KPX_SNAT_PORT_MAX_DEFAULT);
 static_assert(KPX_MAGLEV_M_DEFAULT <= KPX_MAGLEV_M_MAX);
+static_assert(KPX_MAGLEV_M_MAX <= KPX_MAGLEV_CHUNK_SLOTS, "a table fits one pool chunk");
+static_assert(uint64_t{KPX_MAGLEV_CHUNKS} * KPX_MAGLEV_CHUNK_SLOTS <= (uint64_t{1} << 32), "pool offsets are u32");
 
 struct Member {
   const char* name;
@@ -112,7 +114,7 @@ const std::vector<StructLayout>& Layouts() {
       {"kpx_svc",
        sizeof(kpx_svc),
        {KPX_M(kpx_svc, id), KPX_M(kpx_svc, flags), KPX_M(kpx_svc, affinity_timeout_s),
-        KPX_M(kpx_svc, backend_count), KPX_M(kpx_svc, maglev_m), KPX_M(kpx_svc, pad)}},
+        KPX_M(kpx_svc, backend_count), KPX_M(kpx_svc, maglev_m), KPX_M(kpx_svc, maglev_off)}},
       {"kpx_backend",
        sizeof(kpx_backend),
        {KPX_M(kpx_backend, addr), KPX_M(kpx_backend, port), KPX_M(kpx_backend, flags),
@@ -161,7 +163,7 @@ const std::vector<MapSpec>& Maps() {
   static const std::vector<MapSpec> maps = {
       {"kpx_services", BPF_MAP_TYPE_HASH, sizeof(kpx_svc_key), sizeof(kpx_svc), KPX_MAX_FRONTENDS},
       {"kpx_backends", BPF_MAP_TYPE_ARRAY, 4, sizeof(kpx_backend), KPX_MAX_BACKENDS},
-      {"kpx_maglev", BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, KPX_MAX_SERVICES},
+      {"kpx_maglev", BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, KPX_MAGLEV_CHUNKS},
       {"kpx_ct", BPF_MAP_TYPE_LRU_HASH, sizeof(kpx_ct_key), sizeof(kpx_ct_entry), KPX_CT_MAX},
       {"kpx_ct_syn", BPF_MAP_TYPE_LRU_HASH, sizeof(kpx_ct_key), sizeof(kpx_ct_entry), KPX_CT_SYN_MAX},
       {"kpx_affinity", BPF_MAP_TYPE_LRU_HASH, sizeof(kpx_affinity_key), sizeof(kpx_affinity_val),
@@ -215,11 +217,13 @@ void CheckObject(bpf_object* obj, const char* what) {
     EXPECT_EQ(bpf_map__value_size(map), m.value_size);
     EXPECT_EQ(bpf_map__max_entries(map), m.max_entries);
   }
-  // Per-service inner Maglev tables must be created with BPF_F_INNER_MAP.
+  // Maglev pool chunks: what LibbpfMaps::AddMaglevChunks creates must match
+  // this template exactly (type, size, flags) or the outer map refuses it.
   bpf_map* inner = bpf_map__inner_map(bpf_object__find_map_by_name(obj, "kpx_maglev"));
   ASSERT_NE(inner, nullptr);
   EXPECT_EQ(bpf_map__type(inner), BPF_MAP_TYPE_ARRAY);
-  EXPECT_EQ(bpf_map__map_flags(inner), uint32_t(BPF_F_INNER_MAP));
+  EXPECT_EQ(bpf_map__map_flags(inner), uint32_t(BPF_F_MMAPABLE));
+  EXPECT_EQ(bpf_map__max_entries(inner), uint32_t(KPX_MAGLEV_CHUNK_SLOTS));
   EXPECT_EQ(bpf_map__value_size(inner), 4u);
 }
 

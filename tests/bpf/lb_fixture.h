@@ -79,12 +79,16 @@ inline void PrepareForLoad(bpf_object* obj, const std::string& pin_dir) {
   struct {
     const char* name;
     uint32_t entries;
-  } const sizes[] = {{"kpx_services", 1024}, {"kpx_backends", 1024}, {"kpx_maglev", 256},
+  } const sizes[] = {{"kpx_services", 1024}, {"kpx_backends", 1024}, {"kpx_maglev", 16},
                      {"kpx_ct", 4096},       {"kpx_ct_syn", 1024},   {"kpx_affinity", 1024},
                      {"kpx_svc_stats", 256}};
   for (const auto& s : sizes)
     bpf_map__set_max_entries(bpf_object__find_map_by_name(obj, s.name), s.entries);
 }
+
+// Where SetMaglev puts service svc_id's table: room for the largest table,
+// four per chunk.
+inline uint32_t TestMaglevOffset(uint32_t svc_id) { return svc_id * 65536u; }
 
 inline uint64_t MonotonicNs() {
   timespec ts{};
@@ -165,17 +169,36 @@ class BpfLb {
     return Update(backends_fd(), &id, &b, "kpx_backends");
   }
 
-  // Creates an inner Maglev array for svc_id holding `table` (slot -> backend
-  // id) and installs it in kpx_maglev, replacing any previous table.
+  // Writes `table` (slot -> backend id) at TestMaglevOffset(svc_id) of the
+  // Maglev pool, creating the chunk (as kpxd does: mmapable, the template's
+  // size) on first use. Services built with Svc() point there.
   absl::Status SetMaglev(uint32_t svc_id, const std::vector<uint32_t>& table) {
-    LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_INNER_MAP);
-    int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "kpx_mgl_test", 4, 4, table.size(), &mo);
-    if (fd < 0) return absl::InternalError(absl::StrCat("create inner map: ", strerror(errno)));
+    return SetMaglevAt(TestMaglevOffset(svc_id), table);
+  }
+  absl::Status SetMaglevAt(uint32_t off, const std::vector<uint32_t>& table) {
+    uint32_t chunk = off >> KPX_MAGLEV_CHUNK_SHIFT;
+    uint32_t chunk_id = 0;
+    int fd = -1;
+    if (bpf_map_lookup_elem(maglev_fd(), &chunk, &chunk_id) == 0) {
+      fd = bpf_map_get_fd_by_id(chunk_id);
+    } else {
+      LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_MMAPABLE);
+      fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "kpx_mg_test", 4, 4, KPX_MAGLEV_CHUNK_SLOTS, &mo);
+      if (fd >= 0) {
+        absl::Status st = Update(maglev_fd(), &chunk, &fd, "kpx_maglev");
+        if (!st.ok()) {
+          close(fd);
+          return st;
+        }
+      }
+    }
+    if (fd < 0) return absl::InternalError(absl::StrCat("Maglev chunk ", chunk, ": ", strerror(errno)));
     absl::Status st;
-    for (uint32_t slot = 0; slot < table.size() && st.ok(); ++slot)
-      st = Update(fd, &slot, &table[slot], "inner maglev");
-    if (st.ok()) st = Update(maglev_fd(), &svc_id, &fd, "kpx_maglev");
-    close(fd);  // the outer map holds the reference
+    for (uint32_t i = 0; i < table.size() && st.ok(); ++i) {
+      uint32_t slot = (off & KPX_MAGLEV_CHUNK_MASK) + i;
+      st = Update(fd, &slot, &table[i], "Maglev chunk");
+    }
+    close(fd);  // the outer map holds the chunk
     return st;
   }
 

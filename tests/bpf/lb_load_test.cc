@@ -71,19 +71,40 @@ TEST(LbLoad, PinDirectoryIsRemovedOnDestruction) {
   EXPECT_NE(stat(dir.c_str(), &st), 0) << dir << " left behind";
 }
 
-TEST(LbLoad, MaglevInnerMapsMayDifferInSize) {
+TEST(LbLoad, MaglevPoolTakesOnlyChunksOfTheTemplate) {
   if (std::string why = kpx::testing::MissingRootReason(); !why.empty()) GTEST_SKIP() << why;
   auto lb = BpfLb::Create();
   ASSERT_TRUE(lb.ok()) << lb.status();
+  // Tables of any size up to KPX_MAGLEV_M_MAX fit one chunk.
   EXPECT_TRUE((*lb)->SetMaglev(1, std::vector<uint32_t>(7, 1)).ok());
   EXPECT_TRUE((*lb)->SetMaglev(2, std::vector<uint32_t>(KPX_MAGLEV_M_DEFAULT, 2)).ok());
   EXPECT_TRUE((*lb)->SetMaglev(3, std::vector<uint32_t>(KPX_MAGLEV_M_MAX, 3)).ok());
-  // An inner map without BPF_F_INNER_MAP does not match the template.
-  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "kpx_mgl_bad", 4, 4, 7, nullptr);
-  ASSERT_GE(fd, 0);
-  uint32_t key = 4;
-  EXPECT_NE(bpf_map_update_elem((*lb)->maglev_fd(), &key, &fd, BPF_ANY), 0);
-  close(fd);
+  uint32_t key = 5;
+  // Not mmapable, or another size: refused by the outer map.
+  int plain = bpf_map_create(BPF_MAP_TYPE_ARRAY, "kpx_mgl_bad", 4, 4, KPX_MAGLEV_CHUNK_SLOTS, nullptr);
+  ASSERT_GE(plain, 0);
+  EXPECT_NE(bpf_map_update_elem((*lb)->maglev_fd(), &key, &plain, BPF_ANY), 0);
+  close(plain);
+  LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_MMAPABLE);
+  int small = bpf_map_create(BPF_MAP_TYPE_ARRAY, "kpx_mgl_bad", 4, 4, 1024, &mo);
+  ASSERT_GE(small, 0);
+  EXPECT_NE(bpf_map_update_elem((*lb)->maglev_fd(), &key, &small, BPF_ANY), 0);
+  close(small);
+  // Several chunks in one batched update (what kpxd does at cold start).
+  int fds[2];
+  uint32_t keys[2] = {6, 7};
+  for (int& fd : fds) {
+    fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "kpx_mg_chunk", 4, 4, KPX_MAGLEV_CHUNK_SLOTS, &mo);
+    ASSERT_GE(fd, 0);
+  }
+  uint32_t count = 2;
+  LIBBPF_OPTS(bpf_map_batch_opts, bo);
+  EXPECT_EQ(bpf_map_update_batch((*lb)->maglev_fd(), keys, fds, &count, &bo), 0) << strerror(errno);
+  EXPECT_EQ(count, 2u);
+  for (int fd : fds) close(fd);
+  uint32_t id = 0;
+  EXPECT_EQ(bpf_map_lookup_elem((*lb)->maglev_fd(), &keys[1], &id), 0);
+  EXPECT_NE(id, 0u);
 }
 
 }  // namespace

@@ -163,6 +163,7 @@ inline kpx_svc Svc(uint32_t id, uint32_t backend_count, uint32_t maglev_m, uint3
   s.affinity_timeout_s = affinity_timeout_s;
   s.backend_count = backend_count;
   s.maglev_m = maglev_m;
+  s.maglev_off = TestMaglevOffset(id);
   return s;
 }
 

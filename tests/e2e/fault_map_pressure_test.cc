@@ -49,6 +49,25 @@ std::string WideService(int n) {
   return out;
 }
 
+// `n` Services 10.96.22.<1+i>:80, each with one EndpointSlice of `eps`
+// endpoints (10.245.x.y:80; never sent traffic): with --maglev-table-size
+// 65521 and eps >= 656 each gets a 65521-slot Maglev table.
+std::string BigTableServices(int n, int eps) {
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    out += absl::StrFormat(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: big%d, namespace: default}\n"
+        "spec:\n  clusterIP: 10.96.22.%d\n  ports:\n  - {name: p, port: 80}\n---\n"
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: big%d\n"
+        "  namespace: default\n  labels: {kubernetes.io/service-name: big%d}\n"
+        "addressType: IPv4\nports:\n- {name: p, port: 80}\nendpoints:\n",
+        i, i + 1, i, i);
+    for (int e = 0; e < eps; ++e) out += absl::StrFormat("- addresses: [10.245.%d.%d]\n", e / 250, e % 250 + 1);
+    out += "---\n";
+  }
+  return out;
+}
+
 uint16_t Checksum(const void* data, size_t len, uint32_t sum = 0) {
   const uint8_t* p = static_cast<const uint8_t*>(data);
   for (; len > 1; p += 2, len -= 2) sum += (p[0] << 8) | p[1];
@@ -245,6 +264,48 @@ TEST_F(FaultMapPressureTest, SynFloodChurningConntrackKeepsEstablishedFlows) {
   // flows broke here; re-creating evicted entries brought it to 0-4; since
   // half-open flows live in kpx_ct_syn the flood cannot evict them at all.
   EXPECT_EQ(flows.broken(), 0) << "established flows broke under a SYN flood (" << flows.first_error() << ")";
+}
+
+// The Maglev slot pool limited to one chunk (262144 slots): Services whose
+// tables do not fit fail with an error naming the flag, the pool metric shows
+// it full, and the Services already programmed keep their traffic.
+TEST_F(FaultMapPressureTest, MaglevPoolFullIsClearErrorAndTrafficContinues) {
+  extra_args_ = {"--bpf-maglev-chunks=1", "--maglev-table-size=65521", "--bpf-max-backends=8192",
+                 "--metrics-bind-address=127.0.0.1:0"};
+  CopyExample("flask.yaml");
+  WriteManifest("tcp.yaml", EchoServiceManifest(kAllPodIps));
+  StartKpxd();
+  EchoFlows flows(Prefix() + "client", kEchoVip, 5001, 8);
+  ASSERT_EQ(flows.opened(), 8);
+  RequestLoop load(Prefix() + "client", kVip, 5000);
+  ASSERT_TRUE(load.WaitMoreOk(50)) << load.Summary();
+  const std::string m0 = Scrape();
+  EXPECT_EQ(MetricSum(m0, "kpx_maglev_pool_slots", "state=\"limit\""), 262144) << m0;
+  EXPECT_EQ(MetricSum(m0, "kpx_maglev_pool_slots", "state=\"allocated\""), 262144) << m0;
+  const double used0 = MetricSum(m0, "kpx_maglev_pool_slots", "state=\"used\"");
+  EXPECT_GT(used0, 0);
+
+  // Four 65521-slot tables: three fit next to the lab's small ones.
+  WriteManifest("big.yaml", BigTableServices(4, 700));
+  ASSERT_TRUE([&] {
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (StatusField("capacity_errors") < 1 && Clock::now() < deadline) {
+      std::this_thread::sleep_for(Ms(10));
+    }
+    return StatusField("capacity_errors") >= 1;
+  }()) << Status() << Log();
+  EXPECT_THAT(Status(), HasSubstr("Maglev slot pool (kpx_maglev) is full: 1 of 1 chunks"));
+  EXPECT_THAT(Status(), HasSubstr("--bpf-maglev-chunks"));
+  EXPECT_THAT(Log(), HasSubstr("Maglev slot pool (kpx_maglev) is full"));
+  const std::string m1 = Scrape();
+  EXPECT_EQ(MetricSum(m1, "kpx_maglev_pool_slots", "state=\"used\""), used0 + 3 * 65521) << m1;
+  EXPECT_EQ(MetricSum(m1, "kpx_bpf_map_entries", "map=\"kpx_maglev_slots\""), used0 + 3 * 65521) << m1;
+  EXPECT_TRUE(load.WaitMoreOk(300)) << load.Summary();
+  EXPECT_TRUE(flows.WaitMoreRoundTrips(8 * 20));
+  load.Stop();
+  flows.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.Summary();
+  EXPECT_EQ(flows.broken(), 0);
 }
 
 }  // namespace

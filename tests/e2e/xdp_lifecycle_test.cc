@@ -86,13 +86,13 @@ uint32_t LinkId(const std::string& path) {
   return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
 }
 
-// The kernel id of service `svc_id`'s Maglev table (changes iff replaced).
-uint32_t InnerMapId(const std::string& pin_dir, uint32_t svc_id) {
+// The kernel id of Maglev pool chunk `index` (0: absent).
+uint32_t ChunkMapId(const std::string& pin_dir, uint32_t index) {
   int fd = bpf_obj_get((pin_dir + "/kpx_maglev").c_str());
   if (fd < 0) return 0;
   UniqueFd outer(fd);
   uint32_t id = 0;
-  return bpf_map_lookup_elem(fd, &svc_id, &id) == 0 ? id : 0;
+  return bpf_map_lookup_elem(fd, &index, &id) == 0 ? id : 0;
 }
 
 ServiceRule Rule() {
@@ -197,7 +197,7 @@ TEST_F(XdpDataplaneE2E, RulesRestartAdoptionPruneAndCleanup) {
   auto backends = (*maps)->ListBackends();
   ASSERT_TRUE(backends.ok());
   ASSERT_EQ(backends->size(), 2u);
-  auto table = (*maps)->ReadMaglevTable(svc.id);
+  auto table = (*maps)->ReadMaglevSlots(svc.maglev_off, svc.maglev_m);
   ASSERT_TRUE(table.ok());
   ASSERT_EQ(table->size(), 251u);
   std::set<uint32_t> in_table(table->begin(), table->end());
@@ -210,8 +210,9 @@ TEST_F(XdpDataplaneE2E, RulesRestartAdoptionPruneAndCleanup) {
   auto addrs = (*maps)->ListNodeAddresses();
   ASSERT_TRUE(addrs.ok());
   EXPECT_THAT(*addrs, ::testing::ElementsAre(Ip("10.250.0.1")));
-  const uint32_t inner_before = InnerMapId(pin_dir_, svc.id);
-  ASSERT_NE(inner_before, 0u);
+  const uint32_t chunk = svc.maglev_off >> KPX_MAGLEV_CHUNK_SHIFT;
+  const uint32_t chunk_before = ChunkMapId(pin_dir_, chunk);
+  ASSERT_NE(chunk_before, 0u);
 
   // kpxd exits: everything stays.
   dp_.reset();
@@ -231,7 +232,11 @@ TEST_F(XdpDataplaneE2E, RulesRestartAdoptionPruneAndCleanup) {
   EXPECT_NE(xdp_after.prog_id, xdp_before.prog_id);  // the new program, same link
   ASSERT_TRUE(dp_->Apply(controller::Diff(desired, {})).ok());
   ASSERT_TRUE(dp_->Prune(desired).ok());
-  EXPECT_EQ(InnerMapId(pin_dir_, svc.id), inner_before);  // table not rewritten
+  // Same pool chunk (adopted and mapped, not recreated), same table.
+  EXPECT_EQ(ChunkMapId(pin_dir_, chunk), chunk_before);
+  auto table2 = (*maps)->ReadMaglevSlots(svc.maglev_off, svc.maglev_m);
+  ASSERT_TRUE(table2.ok());
+  EXPECT_EQ(*table2, *table);
   auto services2 = (*maps)->ListServices();
   ASSERT_TRUE(services2.ok());
   ASSERT_EQ(services2->size(), 1u);
@@ -256,7 +261,7 @@ TEST_F(XdpDataplaneE2E, RulesRestartAdoptionPruneAndCleanup) {
   services2 = (*maps)->ListServices();
   ASSERT_TRUE(services2.ok());
   EXPECT_TRUE(services2->empty());
-  EXPECT_EQ(InnerMapId(pin_dir_, svc.id), 0u);
+  EXPECT_EQ(dp_->PoolUsage().quarantined_slots, 251u);  // its range waits before reuse
 
   // kpxd --cleanup.
   dp_.reset();

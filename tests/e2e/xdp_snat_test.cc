@@ -228,6 +228,7 @@ class XdpSnatE2E : public ::testing::Test {
       absl::Status s = XdpDataplane::Cleanup(pin_dir_);
       EXPECT_TRUE(s.ok()) << s;
       XdpDataplane::Cleanup(pin_parent_ + "/v1").IgnoreError();
+      XdpDataplane::Cleanup(pin_parent_ + "/v2").IgnoreError();
       rmdir(pin_parent_.c_str());
     }
     scope_.reset();
@@ -409,6 +410,39 @@ TEST_F(XdpSnatE2E, OlderAbiPinsAreRefusedUntilCleanedUp) {
   ASSERT_FALSE(dp.ok());
   EXPECT_THAT(dp.status().message(), HasSubstr("kpxd --cleanup --bpf-pin-dir=" + pin_dir_));
   EXPECT_THAT(dp.status().message(), HasSubstr("24 bytes"));
+
+  ASSERT_TRUE(XdpDataplane::Cleanup(pin_dir_).ok());
+  Start(Options("10.252.0.0/16"));
+  EXPECT_EQ(EchoFrom(*client_, "10.96.0.10", 80, "after-upgrade"), "");
+}
+
+// Upgrade from ABI v2 (per-service Maglev inner maps): its kpx_config has
+// v3's size, so the version inside it decides. Refused like v1, next to the
+// pin dir or in it, until `kpxd --cleanup` of that directory.
+TEST_F(XdpSnatE2E, AbiV2PinsAreRefusedUntilCleanedUp) {
+  const std::string v2 = pin_parent_ + "/v2";
+  ASSERT_EQ(mkdir(v2.c_str(), 0700), 0) << strerror(errno);
+  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "kpx_config", 4, sizeof(kpx_config), 1, nullptr);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  uint32_t zero = 0;
+  kpx_config v2_config{};
+  v2_config.abi_version = 2;
+  ASSERT_EQ(bpf_map_update_elem(fd, &zero, &v2_config, BPF_ANY), 0);
+  ASSERT_EQ(bpf_obj_pin(fd, (v2 + "/kpx_config").c_str()), 0) << strerror(errno);
+
+  absl::StatusOr<std::unique_ptr<XdpDataplane>> dp = XdpDataplane::Create(Options("10.252.0.0/16"));
+  ASSERT_FALSE(dp.ok());
+  EXPECT_EQ(dp.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(dp.status().message(), HasSubstr("kpxd --cleanup --bpf-pin-dir=" + v2));
+
+  ASSERT_EQ(mkdir(pin_dir_.c_str(), 0700), 0) << strerror(errno);
+  ASSERT_EQ(bpf_obj_pin(fd, (pin_dir_ + "/kpx_config").c_str()), 0) << strerror(errno);
+  close(fd);
+  ASSERT_TRUE(XdpDataplane::Cleanup(v2).ok());
+  dp = XdpDataplane::Create(Options("10.252.0.0/16"));
+  ASSERT_FALSE(dp.ok());
+  EXPECT_THAT(dp.status().message(), HasSubstr("kpxd --cleanup --bpf-pin-dir=" + pin_dir_));
+  EXPECT_THAT(dp.status().message(), HasSubstr("maps of kpx ABI v2"));
 
   ASSERT_TRUE(XdpDataplane::Cleanup(pin_dir_).ok());
   Start(Options("10.252.0.0/16"));

@@ -64,14 +64,14 @@ class SharedMaps final : public BpfMaps {
   absl::StatusOr<std::vector<ServiceEntry>> ListServices() const override { return m_->ListServices(); }
   absl::Status UpdateBackend(uint32_t id, const kpx_backend& v) override { return m_->UpdateBackend(id, v); }
   absl::StatusOr<std::vector<BackendEntry>> ListBackends() const override { return m_->ListBackends(); }
-  absl::Status ReplaceMaglevTable(uint32_t id, absl::Span<const uint32_t> t) override {
-    return m_->ReplaceMaglevTable(id, t);
+  absl::StatusOr<std::vector<uint32_t>> ListMaglevChunks() const override { return m_->ListMaglevChunks(); }
+  absl::Status AddMaglevChunks(absl::Span<const uint32_t> idx) override { return m_->AddMaglevChunks(idx); }
+  absl::StatusOr<uint32_t> WriteMaglevSlots(uint32_t off, absl::Span<const uint32_t> t) override {
+    return m_->WriteMaglevSlots(off, t);
   }
-  absl::Status DeleteMaglevTable(uint32_t id) override { return m_->DeleteMaglevTable(id); }
-  absl::StatusOr<std::vector<uint32_t>> ReadMaglevTable(uint32_t id) const override {
-    return m_->ReadMaglevTable(id);
+  absl::StatusOr<std::vector<uint32_t>> ReadMaglevSlots(uint32_t off, uint32_t n) const override {
+    return m_->ReadMaglevSlots(off, n);
   }
-  absl::StatusOr<std::vector<uint32_t>> ListMaglevIds() const override { return m_->ListMaglevIds(); }
   absl::Status UpdateNodeAddress(Ipv4 a) override { return m_->UpdateNodeAddress(a); }
   absl::Status DeleteNodeAddress(Ipv4 a) override { return m_->DeleteNodeAddress(a); }
   absl::StatusOr<std::vector<Ipv4>> ListNodeAddresses() const override { return m_->ListNodeAddresses(); }
@@ -82,6 +82,7 @@ class SharedMaps final : public BpfMaps {
   absl::StatusOr<kpx_config> ReadConfig() const override { return m_->ReadConfig(); }
   absl::StatusOr<kpx_svc_stats> ReadServiceStats(uint32_t id) const override { return m_->ReadServiceStats(id); }
   absl::Status ClearServiceStats(uint32_t id) override { return m_->ClearServiceStats(id); }
+  using BpfMaps::ClearServiceStats;
   absl::StatusOr<VerdictCounters> ReadVerdictStats() const override { return m_->ReadVerdictStats(); }
   absl::Status ForEachConntrack(absl::FunctionRef<bool(const kpx_ct_key&, const kpx_ct_entry&)> fn) const override {
     return m_->ForEachConntrack(fn);
@@ -225,7 +226,10 @@ TEST(XdpDataplane, RestartAdoptsAndPruneRemovesOnlyStale) {
   ASSERT_TRUE((*second)->Apply(controller::Diff(desired, {})).ok());
   EXPECT_THAT(maps.ops(), IsEmpty());
   ASSERT_TRUE((*second)->Prune(desired).ok());
-  EXPECT_THAT(maps.ops(), ElementsAre("DeleteService 10.96.0.12:80/6", "DeleteMaglev 3", "UpdateBackend 3 0.0.0.0:0"));
+  EXPECT_THAT(maps.ops(), ElementsAre("DeleteService 10.96.0.12:80/6", "UpdateBackend 3 0.0.0.0:0"));
+  // The pruned service's range is quarantined, the others stay in use.
+  EXPECT_EQ((*second)->PoolUsage().used_slots, 3u * 251);
+  EXPECT_EQ((*second)->PoolUsage().quarantined_slots, 251u);
 }
 
 TEST(XdpOptionsParsing, ModesAndCidrs) {

@@ -22,7 +22,7 @@ struct Maps {
   std::map<std::tuple<uint32_t, uint16_t>, kpx_svc> services;  // (be addr, be port)
   std::vector<Ipv4> node_addrs;
   std::map<uint32_t, kpx_backend> backends;
-  std::map<uint32_t, std::vector<uint32_t>> maglev;
+  std::map<uint32_t, uint32_t> pool;  // Maglev pool: global slot index -> backend id
   std::map<std::tuple<uint32_t, uint32_t, uint16_t, uint16_t>, kpx_ct_entry> ct;
   std::map<std::tuple<uint32_t, uint32_t, uint16_t, uint16_t>, kpx_ct_entry> ct_syn;  // half-open
   std::map<std::pair<uint32_t, uint32_t>, kpx_affinity_val> affinity;
@@ -42,10 +42,10 @@ struct Maps {
       if (it == backends.end() || it->second.addr == 0) return std::nullopt;
       return it->second;
     };
-    l.maglev_slot = [this](uint32_t svc, uint32_t slot) -> std::optional<uint32_t> {
-      auto it = maglev.find(svc);
-      if (it == maglev.end() || slot >= it->second.size()) return std::nullopt;
-      return it->second[slot];
+    l.maglev_slot = [this](uint32_t index) -> std::optional<uint32_t> {
+      auto it = pool.find(index);
+      if (it == pool.end()) return std::nullopt;
+      return it->second;
     };
     l.conntrack = [this](const kpx_ct_key& k) -> std::optional<kpx_ct_entry> {
       auto it = ct.find({k.saddr, k.daddr, k.sport, k.dport});
@@ -80,17 +80,19 @@ class FlowTraceTest : public ::testing::Test {
     s.id = 7;
     s.backend_count = 3;
     s.maglev_m = 13;
+    s.maglev_off = 1000;
     maps_.services[{Ip("10.96.0.10").be(), htons(80)}] = s;
     kpx_svc np = s;
     np.id = 8;
+    np.maglev_off = KPX_MAGLEV_CHUNK_SLOTS + 13;  // in the second chunk
     maps_.services[{0, htons(30080)}] = np;
     maps_.node_addrs = {Ip("192.168.1.5")};
     maps_.backends[1] = Be("10.244.1.2", 8080);
     maps_.backends[2] = Be("10.244.2.2", 8080);
     maps_.backends[3] = Be("10.244.3.2", 8080);
     // Slot i holds backend (i % 3) + 1.
-    for (uint32_t svc : {7u, 8u}) {
-      for (uint32_t i = 0; i < 13; ++i) maps_.maglev[svc].push_back(i % 3 + 1);
+    for (uint32_t off : {1000u, KPX_MAGLEV_CHUNK_SLOTS + 13}) {
+      for (uint32_t i = 0; i < 13; ++i) maps_.pool[off + i] = i % 3 + 1;
     }
   }
   FlowTrace Trace(const char* src, uint16_t sport, const char* dst, uint16_t dport,

@@ -69,10 +69,15 @@ class MapWriterTest : public ::testing::Test {
     EXPECT_NE(it, all.end()) << r.frontend.String();
     return it == all.end() ? kpx_svc{} : it->second;
   }
-  static bool MentionsService(const std::string& op, uint32_t svc_id) {
-    return op == absl::StrCat("ReplaceMaglev ", svc_id, " m=251") ||
-           absl::StrContains(op, absl::StrCat(" id=", svc_id, " ")) ||
-           op == absl::StrCat("DeleteMaglev ", svc_id) || op == absl::StrCat("ClearStats ", svc_id);
+  // Whether a recorded op touches service `svc_id` or its table at `off`.
+  static bool MentionsService(const std::string& op, uint32_t svc_id, uint32_t off) {
+    return absl::StartsWith(op, absl::StrCat("WriteMaglev off=", off, " ")) ||
+           absl::StrContains(op, absl::StrCat(" id=", svc_id, " ")) || op == absl::StrCat("ClearStats ", svc_id);
+  }
+  // "WriteMaglev off=0 m=251 changed=84" -> 84.
+  static int Changed(const std::string& op) {
+    size_t at = op.find("changed=");
+    return at == std::string::npos ? -1 : std::stoi(op.substr(at + 8));
   }
 
   absl::Time now_ = absl::FromUnixSeconds(1700000000);
@@ -83,11 +88,15 @@ TEST_F(MapWriterTest, NewFrontendWritesBackendsThenTableThenService) {
   auto w = NewWriter(&maps_);
   ServiceRule r = Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")});
   ASSERT_TRUE(w->Upsert(r).ok());
+  // The first table creates the pool's first chunk.
   EXPECT_THAT(maps_.ops(), ElementsAre("UpdateBackend 1 10.0.0.1:8080", "UpdateBackend 2 10.0.0.2:8080",
-                                       "ClearStats 1", "ReplaceMaglev 1 m=251",
+                                       "AddChunks 0", "WriteMaglev off=0 m=251 changed=251", "ClearStats 1",
                                        "UpdateService 10.96.0.10:80/6 id=1 n=2 m=251"));
   kpx_svc v = Svc(maps_, r);
   EXPECT_EQ(v.id, 1u);
+  EXPECT_EQ(v.maglev_off, 0u);
+  EXPECT_EQ(w->pool_usage().used_slots, 251u);
+  EXPECT_EQ(w->pool_usage().capacity_slots, KPX_MAGLEV_CHUNK_SLOTS);
   EXPECT_EQ(v.backend_count, 2u);
   EXPECT_EQ(v.flags, 0u);
   // The table is exactly what the pure builder makes from the addresses.
@@ -152,13 +161,19 @@ TEST_F(MapWriterTest, OneEndpointChangeTouchesOnlyThatService) {
   ASSERT_TRUE(w->Upsert(a).ok());
   ASSERT_TRUE(w->Upsert(b).ok());
   const std::vector<uint32_t> b_table = maps_.maglev(2);
+  const uint32_t b_off = Svc(maps_, b).maglev_off;
+  EXPECT_EQ(b_off, 251u);
   maps_.ClearOps();
   a.backends.push_back(B("10.0.0.9"));
   ASSERT_TRUE(w->Upsert(a).ok());
-  // 2 -> 3 backends keeps M = 251 (83 slots each): no reshuffle of a's flows.
-  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateBackend 4 10.0.0.9:8080", "ReplaceMaglev 1 m=251",
+  // 2 -> 3 backends keeps M = 251 (83 slots each): the table is rewritten in
+  // place, and only the slots the new backend takes over change (~1/3).
+  ASSERT_THAT(maps_.ops(), ElementsAre("UpdateBackend 4 10.0.0.9:8080", StartsWith("WriteMaglev off=0 m=251 "),
                                        "UpdateService 10.96.0.10:80/6 id=1 n=3 m=251"));
-  for (const std::string& op : maps_.ops()) EXPECT_FALSE(MentionsService(op, 2)) << op;
+  EXPECT_GT(Changed(maps_.ops()[1]), 60);
+  EXPECT_LT(Changed(maps_.ops()[1]), 110);
+  EXPECT_EQ(Svc(maps_, a).maglev_off, 0u);
+  for (const std::string& op : maps_.ops()) EXPECT_FALSE(MentionsService(op, 2, b_off)) << op;
   EXPECT_EQ(maps_.maglev(2), b_table);
 
   // Marking a backend unhealthy: same service, table only (the slot stays
@@ -166,7 +181,9 @@ TEST_F(MapWriterTest, OneEndpointChangeTouchesOnlyThatService) {
   maps_.ClearOps();
   a.backends[0].healthy = false;
   ASSERT_TRUE(w->Upsert(a).ok());
-  EXPECT_THAT(maps_.ops(), ElementsAre("ReplaceMaglev 1 m=251", "UpdateService 10.96.0.10:80/6 id=1 n=2 m=251"));
+  EXPECT_THAT(maps_.ops(), ElementsAre(StartsWith("WriteMaglev off=0 m=251 "),
+                                       "UpdateService 10.96.0.10:80/6 id=1 n=2 m=251"));
+  EXPECT_EQ(w->pool_usage().quarantined_slots, 0u) << "in place: no range replaced";
   EXPECT_EQ(maps_.backend(1).addr, Ip("10.0.0.1").be());
   EXPECT_THAT(maps_.maglev(1), Not(Contains(1u)));
 }
@@ -183,7 +200,7 @@ TEST_F(MapWriterTest, ReapplyingSameRuleWritesNothing) {
   EXPECT_THAT(maps_.ops(), IsEmpty());
 }
 
-TEST_F(MapWriterTest, RemovalDeletesKeyThenTableAndZeroesOnlyUnusedBackends) {
+TEST_F(MapWriterTest, RemovalDeletesKeyQuarantinesTableAndZeroesOnlyUnusedBackends) {
   auto w = NewWriter(&maps_);
   ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1"), B("10.0.0.2")})).ok());
   ASSERT_TRUE(w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.2"), B("10.0.0.3")})).ok());
@@ -191,11 +208,11 @@ TEST_F(MapWriterTest, RemovalDeletesKeyThenTableAndZeroesOnlyUnusedBackends) {
   TableDiff diff;
   diff.removals.push_back({Ip("10.96.0.10"), 80});
   ASSERT_TRUE(w->Apply(diff).ok());
-  EXPECT_THAT(maps_.ops(),
-              ElementsAre("DeleteService 10.96.0.10:80/6", "DeleteMaglev 1", "UpdateBackend 1 0.0.0.0:0"));
+  EXPECT_THAT(maps_.ops(), ElementsAre("DeleteService 10.96.0.10:80/6", "UpdateBackend 1 0.0.0.0:0"));
   EXPECT_EQ(maps_.backend(2).addr, Ip("10.0.0.2").be());  // still used by the other service
   EXPECT_EQ(maps_.services().size(), 1u);
   EXPECT_TRUE(maps_.maglev(1).empty());
+  EXPECT_EQ(w->pool_usage().quarantined_slots, 251u);
   // Again: idempotent.
   maps_.ClearOps();
   ASSERT_TRUE(w->Apply(diff).ok());
@@ -221,9 +238,9 @@ TEST_F(MapWriterTest, NoBackendsMeansRejectWithoutTable) {
   maps_.ClearOps();
   r.backends.clear();
   ASSERT_TRUE(w->Upsert(r).ok());
-  // Value (backend_count 0) before the table goes, then the slot.
-  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateService 10.96.0.10:80/6 id=1 n=0 m=0", "DeleteMaglev 1",
-                                       "UpdateBackend 1 0.0.0.0:0"));
+  // Value (backend_count 0, no table), then the slot; the range waits.
+  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateService 10.96.0.10:80/6 id=1 n=0 m=0", "UpdateBackend 1 0.0.0.0:0"));
+  EXPECT_EQ(w->pool_usage().quarantined_slots, 251u);
   ServiceRule empty = Rule("10.96.0.11", 80, {});
   maps_.ClearOps();
   ASSERT_TRUE(w->Upsert(empty).ok());
@@ -240,20 +257,35 @@ TEST_F(MapWriterTest, AllUnhealthyUsesAllBackends) {
   EXPECT_THAT(ids, ElementsAre(1u, 2u));
 }
 
-TEST_F(MapWriterTest, ShrinkingTableWritesSmallerSizeFirst) {
+TEST_F(MapWriterTest, ResizeFillsANewRangeSwitchesThenQuarantinesTheOld) {
   auto w = NewWriter(&maps_);
   std::vector<Backend> many;
   for (int i = 1; i <= 30; ++i) many.push_back(B(absl::StrCat("10.0.1.", i).c_str()));
   ServiceRule r = Rule("10.96.0.10", 80, many);
   ASSERT_TRUE(w->Upsert(r).ok());
   EXPECT_EQ(Svc(maps_, r).maglev_m, 4093u);
+  EXPECT_EQ(Svc(maps_, r).maglev_off, 0u);
   maps_.ClearOps();
   r.backends.resize(1);
   ASSERT_TRUE(w->Upsert(r).ok());
   std::vector<std::string> ops = maps_.ops();
   ASSERT_GE(ops.size(), 2u);
-  EXPECT_EQ(ops[0], "UpdateService 10.96.0.10:80/6 id=1 n=1 m=251");
-  EXPECT_EQ(ops[1], "ReplaceMaglev 1 m=251");
+  // The new table is complete before one kpx_services update switches
+  // (offset, M) together; the old range is not touched.
+  EXPECT_EQ(ops[0], "WriteMaglev off=4093 m=251 changed=251");
+  EXPECT_EQ(ops[1], "UpdateService 10.96.0.10:80/6 id=1 n=1 m=251");
+  EXPECT_EQ(Svc(maps_, r).maglev_off, 4093u);
+  EXPECT_EQ(w->pool_usage().quarantined_slots, 4093u);
+  EXPECT_EQ(w->pool_usage().used_slots, 4093u + 251);
+  // Within the quarantine the old range is not handed out again...
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.1")})).ok());
+  EXPECT_EQ(*w->MaglevOffset({Ip("10.96.0.11"), 80}), 4093u + 251);
+  // ... after it, first fit finds it again.
+  now_ += absl::Seconds(2);
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.12", 80, {B("10.0.0.1")})).ok());
+  EXPECT_EQ(*w->MaglevOffset({Ip("10.96.0.12"), 80}), 0u);
+  EXPECT_EQ(w->pool_usage().quarantined_slots, 0u);
+  EXPECT_EQ(w->pool_usage().used_slots, 3u * 251);
 }
 
 TEST_F(MapWriterTest, UnsupportedAndUdpIgnored) {
@@ -305,13 +337,14 @@ TEST_F(MapWriterTest, FullBackendsMapIsClearErrorAndChangesNothing) {
 
 TEST_F(MapWriterTest, FailedTableWriteRollsBackNewFrontend) {
   auto w = NewWriter(&maps_);
-  maps_.FailNext("ReplaceMaglev", absl::InternalError("ENOMEM"));
+  maps_.FailNext("WriteMaglev", absl::InternalError("EFAULT"));
   absl::Status s = w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1")}));
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.message()), HasSubstr("Maglev table of 10.96.0.10:80/TCP"));
   EXPECT_TRUE(maps_.services().empty());
   EXPECT_EQ(maps_.backend(1).addr, 0u);  // the slot written first was zeroed again
   EXPECT_EQ(w->ServiceId({Ip("10.96.0.10"), 80}), std::nullopt);
+  EXPECT_EQ(w->pool_usage().used_slots, 0u) << "the range went back at once (never visible)";
   // The resend succeeds and reuses the rolled-back ids (never visible).
   ASSERT_TRUE(w->Upsert(Rule("10.96.0.10", 80, {B("10.0.0.1")})).ok());
   EXPECT_EQ(w->ServiceId({Ip("10.96.0.10"), 80}), 1u);
@@ -323,7 +356,7 @@ TEST_F(MapWriterTest, FailedTableWriteKeepsExistingFrontendAsItWas) {
   ServiceRule r = Rule("10.96.0.10", 80, {B("10.0.0.1")});
   ASSERT_TRUE(w->Upsert(r).ok());
   const std::vector<uint32_t> before = maps_.maglev(1);
-  maps_.FailNext("ReplaceMaglev", absl::InternalError("ENOMEM"));
+  maps_.FailNext("WriteMaglev", absl::InternalError("EFAULT"));
   r.backends.push_back(B("10.0.0.2"));
   EXPECT_FALSE(w->Upsert(r).ok());
   EXPECT_EQ(maps_.maglev(1), before);
@@ -399,18 +432,22 @@ TEST_F(MapWriterTest, AdoptionReproducesIdsAndWritesNothingForSameRules) {
 
 TEST_F(MapWriterTest, AdoptionOfStateWrittenByHand) {
   // What an older kpxd (or a crash mid-update) could leave: a service, its
-  // table, a backend no table uses, and an orphan table.
+  // table, a backend no table uses, and an orphan table (a range no service
+  // points at: free for the new process).
   kpx_svc_key key = SvcKey({Ip("10.96.0.10"), 80});
   ASSERT_TRUE(maps_.UpdateBackend(7, BackendValue(Ip("10.0.0.1"), 8080)).ok());
   ASSERT_TRUE(maps_.UpdateBackend(9, BackendValue(Ip("10.0.0.2"), 8080)).ok());
   ASSERT_TRUE(maps_.UpdateBackend(11, BackendValue(Ip("10.0.0.9"), 8080)).ok());
   std::vector<MaglevBackend> entries = {{7, MaglevKey(Ip("10.0.0.1"), 8080)}, {9, MaglevKey(Ip("10.0.0.2"), 8080)}};
-  ASSERT_TRUE(maps_.ReplaceMaglevTable(3, BuildMaglevTable(entries, 251)).ok());
-  ASSERT_TRUE(maps_.ReplaceMaglevTable(5, BuildMaglevTable(entries, 251)).ok());  // orphan
+  const uint32_t chunk[] = {0};
+  ASSERT_TRUE(maps_.AddMaglevChunks(chunk).ok());
+  ASSERT_TRUE(maps_.WriteMaglevSlots(0, BuildMaglevTable(entries, 251)).ok());  // orphan
+  ASSERT_TRUE(maps_.WriteMaglevSlots(300, BuildMaglevTable(entries, 251)).ok());
   kpx_svc v{};
   v.id = 3;
   v.backend_count = 2;
   v.maglev_m = 251;
+  v.maglev_off = 300;
   ASSERT_TRUE(maps_.UpdateService(key, v).ok());
   maps_.ClearOps();
 
@@ -421,9 +458,14 @@ TEST_F(MapWriterTest, AdoptionOfStateWrittenByHand) {
   ASSERT_TRUE(w->Upsert(r).ok());
   EXPECT_THAT(maps_.ops(), IsEmpty());
   EXPECT_EQ(w->ServiceId(r.frontend), 3u);
-  // Prune: the unused backend slot and the orphan table go, nothing else.
+  EXPECT_EQ(w->adoption().chunks, 1u);
+  EXPECT_EQ(w->pool_usage().used_slots, 251u);
+  // Prune: the unused backend slot goes, nothing else.
   ASSERT_TRUE(w->Prune(desired).ok());
-  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateBackend 11 0.0.0.0:0", "DeleteMaglev 5"));
+  EXPECT_THAT(maps_.ops(), ElementsAre("UpdateBackend 11 0.0.0.0:0"));
+  // The orphan's slots are free: a new table fits before the adopted one.
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.11", 80, {B("10.0.0.1")})).ok());
+  EXPECT_EQ(*w->MaglevOffset({Ip("10.96.0.11"), 80}), 0u);
   // A new backend id is neither adopted nor freed-at-adoption (quarantined).
   r.backends.push_back(B("10.0.0.3"));
   ASSERT_TRUE(w->Upsert(r).ok());
@@ -444,8 +486,7 @@ TEST_F(MapWriterTest, PruneRemovesOnlyStaleFrontends) {
   ASSERT_TRUE(w->Apply(controller::Diff(table, {})).ok());
   EXPECT_THAT(maps_.ops(), IsEmpty());
   ASSERT_TRUE(w->Prune(table).ok());
-  EXPECT_THAT(maps_.ops(), ElementsAre("DeleteService 10.96.0.11:80/6", "DeleteMaglev 2",
-                                       "UpdateBackend 3 0.0.0.0:0"));
+  EXPECT_THAT(maps_.ops(), ElementsAre("DeleteService 10.96.0.11:80/6", "UpdateBackend 3 0.0.0.0:0"));
   EXPECT_EQ(maps_.services().size(), 2u);
   EXPECT_EQ(maps_.backend(2).addr, Ip("10.0.0.2").be());  // still used by .10
 }
@@ -460,6 +501,125 @@ TEST_F(MapWriterTest, AdoptedFrontendsAreMarkedUntilPrune) {
   EXPECT_TRUE(w->Frontends().empty());
   EXPECT_TRUE(maps_.services().empty());
   EXPECT_EQ(maps_.backend(1).addr, 0u);
+}
+
+// A cold start: many new frontends in one diff. Every table is in the pool
+// (chunks created with one install) before any backend/service write, and
+// the writes come in the order backends -> counters -> services.
+TEST_F(MapWriterTest, BigDiffOfNewFrontendsIsBatched) {
+  auto w = NewWriter(&maps_);
+  ServiceTable table;
+  for (int i = 0; i < 300; ++i) {
+    std::vector<Backend> bs;
+    for (int j = 0; j < 10; ++j) bs.push_back(B(absl::StrCat("10.1.", i, ".", j + 1).c_str()));
+    ServiceRule r = Rule(absl::StrCat("10.96.", i / 200, ".", i % 200 + 1).c_str(), 80, bs);
+    table[r.frontend] = r;
+  }
+  ASSERT_TRUE(w->Apply(controller::Diff(table, {})).ok());
+  const std::vector<std::string> ops = maps_.ops();
+  // 300 x 1021 slots need 2 chunks; one install for all (first fit's tail
+  // waste is covered by one spare chunk).
+  EXPECT_EQ(std::count_if(ops.begin(), ops.end(), [](const std::string& op) { return absl::StartsWith(op, "AddChunks"); }),
+            1);
+  EXPECT_THAT(ops, Contains("AddChunks 0,1,2"));
+  auto first_of = [&](const char* prefix) {
+    return std::find_if(ops.begin(), ops.end(), [&](const std::string& op) { return absl::StartsWith(op, prefix); }) -
+           ops.begin();
+  };
+  auto last_of = [&](const char* prefix) {
+    return ops.rend() -
+           std::find_if(ops.rbegin(), ops.rend(), [&](const std::string& op) { return absl::StartsWith(op, prefix); }) -
+           1;
+  };
+  EXPECT_LT(last_of("WriteMaglev"), first_of("UpdateBackend"));
+  EXPECT_LT(last_of("UpdateBackend"), first_of("ClearStats"));
+  EXPECT_LT(last_of("ClearStats"), first_of("UpdateService"));
+  EXPECT_EQ(maps_.services().size(), 300u);
+  EXPECT_EQ(w->pool_usage().used_slots, 300u * 1021);
+  // Every service's table is what the builder makes, at its own range.
+  for (const auto& [fk, r] : table) {
+    kpx_svc v = Svc(maps_, r);
+    std::vector<MaglevBackend> entries;
+    for (const Backend& b : r.backends) entries.push_back({*w->BackendId(b.ip, b.port), MaglevKey(b.ip, b.port)});
+    ASSERT_EQ(maps_.maglev(v.id), BuildMaglevTable(entries, 1021)) << fk.String();
+  }
+}
+
+TEST_F(MapWriterTest, FailedBatchKeepsWhatWasWrittenAndUndoesTheRest) {
+  auto w = NewWriter(&maps_);
+  TableDiff diff;
+  for (int i = 1; i <= 20; ++i) {
+    diff.upserts.push_back(Rule(absl::StrCat("10.96.0.", i).c_str(), 80, {B(absl::StrCat("10.0.0.", i).c_str())}));
+  }
+  // The fake's batch is a loop: the 11th service write fails, 10 are in.
+  maps_.FailNext("UpdateService 10.96.0.11:", absl::ResourceExhaustedError("E2BIG"));
+  absl::Status s = w->Apply(diff);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("10 of 20 new frontends not installed (first: 10.96.0.11:80/TCP)"));
+  EXPECT_EQ(maps_.services().size(), 10u);
+  EXPECT_EQ(w->Frontends().size(), 10u);
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.11"), 80}), std::nullopt);
+  EXPECT_EQ(w->pool_usage().used_slots, 10u * 251) << "undone ranges are free at once";
+  EXPECT_EQ(maps_.backend(*w->BackendId(Ip("10.0.0.10"), 8080)).addr, Ip("10.0.0.10").be());
+  EXPECT_EQ(w->BackendId(Ip("10.0.0.11"), 8080), std::nullopt);
+  // The reconciler resends: the rest goes in.
+  ASSERT_TRUE(w->Apply(diff).ok());
+  EXPECT_EQ(maps_.services().size(), 20u);
+}
+
+TEST_F(MapWriterTest, FullPoolIsClearErrorNamingTheFlag) {
+  FakeBpfMaps small(MapCapacities{.maglev_chunks = 1});
+  auto w = NewWriter(&small);
+  std::vector<Backend> many;
+  for (int i = 1; i <= 30; ++i) many.push_back(B(absl::StrCat("10.0.1.", i).c_str()));
+  // 4093-slot tables: 64 fit one chunk of 262144 slots.
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_TRUE(w->Upsert(Rule(absl::StrCat("10.96.0.", i + 1).c_str(), 80, many)).ok()) << i;
+  }
+  const std::vector<uint32_t> before = small.maglev(1);
+  small.ClearOps();
+  absl::Status s = w->Upsert(Rule("10.96.1.1", 80, many));
+  EXPECT_TRUE(absl::IsResourceExhausted(s)) << s;
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("Maglev slot pool"), HasSubstr("1 of 1 chunks"), HasSubstr("--bpf-maglev-chunks"),
+                    HasSubstr("10.96.1.1:80/TCP")));
+  for (const std::string& op : small.ops()) EXPECT_THAT(op, Not(StartsWith("UpdateService"))) << op;
+  EXPECT_EQ(small.maglev(1), before) << "existing tables untouched";
+  // Not even the smallest table fits the tail (262144 - 64 * 4093 = 192 slots).
+  EXPECT_TRUE(absl::IsResourceExhausted(w->Upsert(Rule("10.96.1.2", 80, {B("10.0.0.1")}))));
+}
+
+// Adoption keeps only ranges that are inside the pool and disjoint; the
+// others' services are kept aside and deleted by Prune.
+TEST_F(MapWriterTest, AdoptionSetsAsideOverlappingAndOutOfPoolRanges) {
+  ASSERT_TRUE(maps_.UpdateBackend(1, BackendValue(Ip("10.0.0.1"), 8080)).ok());
+  const uint32_t chunk[] = {0};
+  ASSERT_TRUE(maps_.AddMaglevChunks(chunk).ok());
+  ASSERT_TRUE(maps_.WriteMaglevSlots(0, std::vector<uint32_t>(251, 1)).ok());
+  auto put = [&](const char* vip, uint32_t id, uint32_t off, uint32_t m) {
+    kpx_svc v{};
+    v.id = id;
+    v.backend_count = 1;
+    v.maglev_m = m;
+    v.maglev_off = off;
+    ASSERT_TRUE(maps_.UpdateService(SvcKey({Ip(vip), 80}), v).ok());
+  };
+  put("10.96.0.1", 1, 0, 251);
+  put("10.96.0.2", 2, 100, 251);                             // overlaps .1
+  put("10.96.0.3", 3, KPX_MAGLEV_CHUNK_SLOTS - 100, 251);    // crosses the chunk's end
+  put("10.96.0.4", 4, 5 * KPX_MAGLEV_CHUNK_SLOTS, 251);      // no such chunk
+  auto w = NewWriter(&maps_);
+  EXPECT_EQ(w->adoption().frontends, 1u);
+  EXPECT_EQ(w->adoption().inconsistent, 3u);
+  EXPECT_EQ(w->ServiceId({Ip("10.96.0.1"), 80}), 1u);
+  maps_.ClearOps();
+  ServiceRule r = Rule("10.96.0.1", 80, {B("10.0.0.1")});
+  ASSERT_TRUE(w->Prune(ServiceTable{{r.frontend, r}}).ok());
+  EXPECT_THAT(maps_.ops(), ElementsAre("DeleteService 10.96.0.2:80/6", "DeleteService 10.96.0.3:80/6",
+                                       "DeleteService 10.96.0.4:80/6"));
+  // A re-added frontend gets a fresh range that overlaps nothing live.
+  ASSERT_TRUE(w->Upsert(Rule("10.96.0.2", 80, {B("10.0.0.1")})).ok());
+  EXPECT_GE(*w->MaglevOffset({Ip("10.96.0.2"), 80}), 251u);
 }
 
 }  // namespace

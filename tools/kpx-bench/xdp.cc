@@ -465,7 +465,12 @@ absl::Status RunPerPacket(const XdpOptions& opt, Context& ctx, Bench& bench) {
       if (!after.ok()) return after.status();
       uint64_t runs = static_cast<uint64_t>(n) * prog.size();
       if ((*after)[c.want] - (*before)[c.want] != runs) {
-        return absl::InternalError(absl::StrCat(c.name, " (", hook, "): the same-packet loop left its path"));
+        std::string deltas;
+        for (int v = 0; v < KPX_V_MAX; ++v) {
+          if ((*after)[v] != (*before)[v]) absl::StrAppend(&deltas, " ", v, ":+", (*after)[v] - (*before)[v]);
+        }
+        return absl::InternalError(absl::StrCat(c.name, " (", hook, "): the same-packet loop left its path (",
+                                                runs, " runs; verdict deltas", deltas, ")"));
       }
       std::map<std::string, std::string> params = {{"hook", hook}};
       nlohmann::json extra = {

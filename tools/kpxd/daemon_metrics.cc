@@ -338,11 +338,23 @@ std::string Daemon::MetricsText() const {
     m.Family("kpx_bpf_map_max_entries", "Capacity of kpx's BPF maps", Type::kGauge);
     m.Add({{"map", "kpx_services"}}, caps.services);
     m.Add({{"map", "kpx_backends"}}, caps.backends);
-    m.Add({{"map", "kpx_maglev"}}, caps.service_ids);
+    m.Add({{"map", "kpx_svc_stats"}}, caps.service_ids);
+    const xdp::SlotPoolUsage pool = x->PoolUsage();
+    // The Maglev pool counts slots: its limit, and (entries) slots in tables.
+    m.Add({{"map", "kpx_maglev_slots"}}, static_cast<double>(pool.max_chunks) * pool.chunk_slots);
     m.Family("kpx_bpf_map_entries", "Entries in use in kpx's BPF maps", Type::kGauge);
     if (auto svcs = x->maps()->ListServices(); svcs.ok()) {
       m.Add({{"map", "kpx_services"}}, svcs->size());
     }
+    m.Add({{"map", "kpx_maglev_slots"}}, pool.used_slots);
+    m.Family("kpx_maglev_pool_slots",
+             "Maglev slot pool: slots in tables (used, of which quarantined after a resize or removal), "
+             "slots of the chunks created so far (allocated), and the --bpf-maglev-chunks limit",
+             Type::kGauge);
+    m.Add({{"state", "used"}}, pool.used_slots);
+    m.Add({{"state", "quarantined"}}, pool.quarantined_slots);
+    m.Add({{"state", "allocated"}}, pool.capacity_slots);
+    m.Add({{"state", "limit"}}, static_cast<double>(pool.max_chunks) * pool.chunk_slots);
   }
   if (uring_ != nullptr) {
     m.Family("kpx_uring_workers", "io_uring worker threads", Type::kGauge);

@@ -52,7 +52,10 @@ DEFINE_int32(maglev_table_size, KPX_MAGLEV_M_DEFAULT,
 // change needs `kpxd --cleanup`, which interrupts traffic).
 DEFINE_uint32(bpf_max_frontends, 0, "kpx_services entries: Service frontends (0 = KPX_MAX_FRONTENDS)");
 DEFINE_uint32(bpf_max_backends, 0, "kpx_backends slots: distinct backend ip:ports + 1 (0 = KPX_MAX_BACKENDS)");
-DEFINE_uint32(bpf_max_services, 0, "kpx_maglev / kpx_svc_stats slots: frontends + 1 (0 = KPX_MAX_SERVICES)");
+DEFINE_uint32(bpf_max_services, 0, "kpx_svc_stats slots: frontends + 1 (0 = KPX_MAX_SERVICES)");
+DEFINE_uint32(bpf_maglev_chunks, 0,
+              "Maglev slot pool limit in chunks of 2^18 slots (2 MiB of kernel memory each, created as needed; "
+              "0 = KPX_MAGLEV_CHUNKS = 1024); 10k Services of 10 endpoints use ~40");
 DEFINE_uint32(bpf_conntrack_size, 0, "kpx_ct LRU entries: established flows, two per flow (0 = KPX_CT_MAX)");
 DEFINE_uint32(bpf_conntrack_syn_size, 0,
               "kpx_ct_syn LRU entries: half-open flows (SYN seen, handshake not completed), one or two "
@@ -273,9 +276,14 @@ int main(int argc, char** argv) {
               << KPX_MAGLEV_M_MAX;
   }
   opts.xdp.maglev_max_m = FLAGS_maglev_table_size;
+  if (FLAGS_bpf_maglev_chunks > (1u << (32 - KPX_MAGLEV_CHUNK_SHIFT))) {
+    KPXD_FAIL << "--bpf-maglev-chunks=" << FLAGS_bpf_maglev_chunks << ": at most "
+              << (1u << (32 - KPX_MAGLEV_CHUNK_SHIFT)) << " (pool offsets are 32-bit)";
+  }
   opts.xdp.map_sizes = {.frontends = FLAGS_bpf_max_frontends,
                         .backends = FLAGS_bpf_max_backends,
                         .services = FLAGS_bpf_max_services,
+                        .maglev_chunks = FLAGS_bpf_maglev_chunks,
                         .conntrack = FLAGS_bpf_conntrack_size,
                         .conntrack_syn = FLAGS_bpf_conntrack_syn_size,
                         .affinity = FLAGS_bpf_affinity_size};

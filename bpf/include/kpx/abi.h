@@ -23,6 +23,20 @@
 #define KPX_MAGLEV_M_MAX 65521
 #define KPX_MAX_IFACES 256
 
+/* Maglev slot pool: every service's table is a range of consecutive u32
+ * slots (backend ids) inside one chunk; chunks are BPF_F_MMAPABLE arrays of
+ * KPX_MAGLEV_CHUNK_SLOTS slots held by the outer map kpx_maglev, created by
+ * userspace as the pool grows. A range never crosses a chunk, so a table of
+ * M slots at global slot index off lives in chunk off >> SHIFT at slots
+ * (off & MASK) .. (off & MASK) + M - 1. The kernel stores array values in
+ * 8-byte elements, so a chunk of 2^18 slots is 2 MiB (userspace's mmap sees
+ * slot i at byte 8 * i). The default limit of 1024 chunks (created only as
+ * needed) holds 65536 services of 4093 slots. */
+#define KPX_MAGLEV_CHUNK_SHIFT 18
+#define KPX_MAGLEV_CHUNK_SLOTS (1U << KPX_MAGLEV_CHUNK_SHIFT)
+#define KPX_MAGLEV_CHUNK_MASK (KPX_MAGLEV_CHUNK_SLOTS - 1)
+#define KPX_MAGLEV_CHUNKS 1024 /* outer map entries (pool limit, --bpf-maglev-chunks) */
+
 /* struct kpx_svc.flags */
 #define KPX_SVC_F_AFFINITY 0x1  /* sessionAffinity: ClientIP */
 #define KPX_SVC_F_NODEPORT 0x2  /* frontend key has addr 0: any node address */
@@ -64,12 +78,12 @@ struct kpx_svc_key {
 };
 
 struct kpx_svc {
-	__u32 id;                 /* index into kpx_maglev and kpx_svc_stats */
+	__u32 id;                 /* index into kpx_svc_stats, affinity/conntrack svc_id */
 	__u32 flags;              /* KPX_SVC_F_* */
 	__u32 affinity_timeout_s; /* 0 unless KPX_SVC_F_AFFINITY */
 	__u32 backend_count;      /* usable backends in the Maglev table; 0 = reject (RST) */
-	__u32 maglev_m;           /* size of this service's Maglev table */
-	__u32 pad;
+	__u32 maglev_m;           /* size of this service's Maglev table (0: none) */
+	__u32 maglev_off;         /* global pool slot index of its first slot (see above) */
 };
 
 /* Backend slot. addr == 0 means "no such backend (removed)": a conntrack hit
@@ -172,8 +186,8 @@ struct kpx_config {
  * in the BPF objects):
  *   kpx_services      HASH        kpx_svc_key -> kpx_svc
  *   kpx_backends      ARRAY       __u32 backend id -> kpx_backend
- *   kpx_maglev        ARRAY_OF_MAPS __u32 svc id -> inner ARRAY (__u32 slot -> __u32 backend id),
- *                                 inner maps sized per service (BPF_F_INNER_MAP)
+ *   kpx_maglev        ARRAY_OF_MAPS __u32 chunk index -> chunk ARRAY (BPF_F_MMAPABLE,
+ *                                 KPX_MAGLEV_CHUNK_SLOTS x __u32 backend id): the slot pool
  *   kpx_ct            LRU_HASH    kpx_ct_key -> kpx_ct_entry (established flows)
  *   kpx_ct_syn        LRU_HASH    kpx_ct_key -> kpx_ct_entry (half-open flows: SYN seen,
  *                                 handshake not completed; see lib/conntrack.h)
