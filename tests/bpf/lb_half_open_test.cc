@@ -150,6 +150,35 @@ TEST_P(LbHalfOpenTest, BackendRstEndsAHalfOpenFlow) {
   EXPECT_EQ(CountEntries(lb().ct_fd()), 0u);
 }
 
+// A closed flow's reverse entry can outlive its forward one (evicted, or
+// deleted first by userspace's walk); a new SYN on the tuple then does not
+// see it, and the new handshake's SYN-ACK must still find kpx_ct_syn's entry.
+TEST_P(LbHalfOpenTest, SynAckOfAReusedTupleIsNotShadowedByAClosedFlow) {
+  uint32_t be = Handshake(42005);
+  TcpSpec rst = FromBackend(be, 42005, kRst | kAck);
+  Step("backend rst", BuildTcp(rst), {Action::kPass, std::nullopt, V{{KPX_V_REPLY, 1}, {KPX_V_PASS_STACK, 1}}});
+  kpx_ct_key fk = CtKeyOf(kClient, kVip, 42005, kVipPort);
+  kpx_ct_key rk = CtKeyOf(kBackendAddr[be], kClient, kBackendPort, 42005);
+  std::optional<kpx_ct_entry> old = Ct(rk);
+  ASSERT_TRUE(old.has_value());
+  ASSERT_TRUE(old->flags & KPX_CT_F_RST);
+  old->last_seen_ns = MonotonicNs() - KPX_CT_CLOSING_NS - 1000000000ull;  // expired
+  ASSERT_EQ(bpf_map_update_elem(lb().ct_fd(), &rk, &*old, BPF_EXIST), 0);
+  ASSERT_EQ(bpf_map_delete_elem(lb().ct_fd(), &fk), 0);
+
+  TcpSpec syn = ToVip(42005, kSyn);
+  Step("syn on the reused tuple", BuildTcp(syn),
+       {Action::kPass, BuildTcp(Dnat(syn, be)), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
+  TcpSpec synack = FromBackend(be, 42005, kSyn | kAck);
+  Step("syn-ack", BuildTcp(synack),
+       {Action::kPass, BuildTcp(ReverseNat(synack)), V{{KPX_V_REPLY, 1}, {KPX_V_PASS_STACK, 1}}});
+  TcpSpec ack = ToVip(42005, kAck);
+  Step("ack", BuildTcp(ack), {Action::kPass, BuildTcp(Dnat(ack, be)), V{{KPX_V_HANDSHAKE, 1}, {KPX_V_PASS_STACK, 1}}});
+  std::optional<kpx_ct_entry> fresh = Ct(rk);
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_FALSE(fresh->flags & KPX_CT_F_RST) << "the new flow's reverse entry replaced the closed one";
+}
+
 // kpx_ct holds 4096 entries here and kpx_ct_syn 1024 (lb_fixture.h). 4096
 // answered-and-reset handshakes would have evicted most of the established
 // flows when SYNs went to kpx_ct (8192 inserts); now they only churn
