@@ -424,13 +424,14 @@ KPX_INLINE int lb4_reply(const struct kpx_pkt *p, int defer_masq, struct kpx_dec
 
 	ct4_key(p, &k);
 	e = bpf_map_lookup_elem(&kpx_ct, &k);
-	if (!e) {
-		/* Only a SYN-ACK or a RST can answer a half-open flow. */
-		if (p->tcp_flags & (KPX_TCP_SYN | KPX_TCP_RST))
-			return lb4_reply_half_open(p, &k, defer_masq, d);
-		return 0;
-	}
-	if (!(e->flags & KPX_CT_F_REPLY))
+	/* Only a SYN-ACK or a RST can answer a half-open flow, which is newer
+	 * than a closing flow's entry on the same tuple: that one may outlive
+	 * its forward entry (evicted, or deleted by userspace's walk first),
+	 * and a new SYN on the tuple then never sees it. */
+	if ((p->tcp_flags & (KPX_TCP_SYN | KPX_TCP_RST)) && (!e || ct4_closing(e)) &&
+	    lb4_reply_half_open(p, &k, defer_masq, d))
+		return 1;
+	if (!e || !(e->flags & KPX_CT_F_REPLY))
 		return 0;
 	now = kpx_now_ns();
 	if (ct4_expired(e, now))

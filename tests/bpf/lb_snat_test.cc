@@ -137,6 +137,7 @@ TEST_P(LbSnatTest, OffClusterClientOfClusterIpIsMasqueradedAndTheReplyRestoresBo
   EXPECT_EQ(fe.flags, KPX_CT_F_SNAT | KPX_CT_F_SEEN_REPLY);
   ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &rk, &re), 0);
   EXPECT_EQ(ntohs(re.snat_port), port);
+  EXPECT_EQ(CountEntries(lb().ct_syn_fd()), 0u) << "a masqueraded flow's half-open entries (its port reservation) go";
   TcpSpec ack = ToVip(40000, kAck | kPsh);
   ack.payload.assign(200, 'd');
   TcpSpec want_ack = Dnat(ack, be);

@@ -110,7 +110,15 @@ class Bench {
   absl::Status Load(const XdpOptions& opt) {
     pin_dir_ = absl::StrCat("/sys/fs/bpf/kpx-bench-", getpid());
     RemovePins(pin_dir_);
-    auto progs = xdp::BpfPrograms::Load(pin_dir_, {});
+    // Production sizes, except kpx_ct_syn: every path's batch runs all its
+    // handshakes before the next step of any, so up to max(flows) are in
+    // flight at once; an LRU evicts well before it is full (100000 SYNs
+    // kept ~33k of them in the default 65536 entries), and an evicted
+    // handshake would leave its path. 4 x the largest batch keeps them all.
+    int most = *std::max_element(opt.flows.begin(), opt.flows.end());
+    xdp::MapSizes sizes;
+    sizes.conntrack_syn = std::max<uint32_t>(KPX_CT_SYN_MAX, 4u * static_cast<uint32_t>(most));
+    auto progs = xdp::BpfPrograms::Load(pin_dir_, sizes);
     if (!progs.ok()) return progs.status();
     progs_ = std::move(*progs);
     auto maps = xdp::LibbpfMaps::Open(pin_dir_);
