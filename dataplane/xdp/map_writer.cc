@@ -606,6 +606,16 @@ std::vector<MapWriter::FrontendInfo> MapWriter::Frontends() const {
   return out;
 }
 
+std::vector<MapWriter::FrontendInfo> MapWriter::FrontendsOf(absl::Span<const FrontendKey> frontends) const {
+  std::vector<FrontendInfo> out;
+  for (const FrontendKey& fk : frontends) {
+    auto it = frontends_.find(fk);
+    if (it == frontends_.end()) continue;
+    out.push_back(FrontendInfo{fk, it->second.value, it->second.backend_ids, it->second.adopted});
+  }
+  return out;
+}
+
 std::optional<uint32_t> MapWriter::ServiceId(const FrontendKey& frontend) const {
   auto it = frontends_.find(frontend);
   if (it == frontends_.end()) return std::nullopt;

@@ -102,6 +102,8 @@ class MapWriter {
     bool adopted = false;               // from a previous process, not upserted since
   };
   std::vector<FrontendInfo> Frontends() const;
+  // The named frontends only (unknown ones left out): O(frontends asked).
+  std::vector<FrontendInfo> FrontendsOf(absl::Span<const controller::FrontendKey> frontends) const;
   std::optional<uint32_t> ServiceId(const controller::FrontendKey& frontend) const;
   std::optional<uint32_t> BackendId(Ipv4 ip, uint16_t port) const;
   // ip:port of a live backend id.

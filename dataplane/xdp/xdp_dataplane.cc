@@ -275,7 +275,14 @@ absl::StatusOr<ConntrackCensus> XdpDataplane::WalkConntrack() const {
   return c;
 }
 
-dataplane::DataplaneStats XdpDataplane::Stats() const {
+dataplane::DataplaneStats XdpDataplane::Stats() const { return StatsFor(std::nullopt); }
+
+dataplane::DataplaneStats XdpDataplane::StatsOf(absl::Span<const controller::FrontendKey> frontends) const {
+  return StatsFor(frontends);
+}
+
+dataplane::DataplaneStats XdpDataplane::StatsFor(
+    std::optional<absl::Span<const controller::FrontendKey>> only) const {
   struct Snapshot {
     MapWriter::FrontendInfo info;
     std::vector<std::pair<Ipv4, uint16_t>> backends;
@@ -284,7 +291,7 @@ dataplane::DataplaneStats XdpDataplane::Stats() const {
   std::vector<Snapshot> snap;
   {
     absl::MutexLock lock(&mu_);
-    for (MapWriter::FrontendInfo& f : writer_->Frontends()) {
+    for (MapWriter::FrontendInfo& f : only ? writer_->FrontendsOf(*only) : writer_->Frontends()) {
       Snapshot s{std::move(f), {}};
       for (uint32_t id : s.info.backend_ids) {
         if (auto addr = writer_->BackendAddress(id)) {

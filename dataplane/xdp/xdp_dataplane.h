@@ -119,6 +119,8 @@ class XdpDataplane final : public dataplane::Dataplane {
   // active (per frontend and per backend) = open flows, from a conntrack
   // walk at most every kCensusInterval (cached in between).
   dataplane::DataplaneStats Stats() const override;
+  // One map read per frontend asked (the admin API's per-Service answer).
+  dataplane::DataplaneStats StatsOf(absl::Span<const controller::FrontendKey> frontends) const override;
   static constexpr absl::Duration kCensusInterval = absl::Seconds(1);
   // Walks kpx_ct once (batched reads): counts open flows and deletes closing
   // entries past KPX_CT_CLOSING_NS (at most kMaxCensusDeletes per walk), so
@@ -155,6 +157,8 @@ class XdpDataplane final : public dataplane::Dataplane {
   BpfMaps* maps() const { return maps_.get(); }
 
  private:
+  // Stats() (every frontend) or StatsOf(*only).
+  dataplane::DataplaneStats StatsFor(std::optional<absl::Span<const controller::FrontendKey>> only) const;
   XdpDataplane() = default;
   absl::Status Configure(const std::vector<NetInterface>& ifaces);
   absl::Status Attach(const std::vector<NetInterface>& ifaces);

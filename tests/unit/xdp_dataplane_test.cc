@@ -110,6 +110,17 @@ TEST(XdpDataplane, ApplyStatsAndCounters) {
   EXPECT_EQ(stats.frontends[0].backends[1].ip, Ip("10.0.0.2"));
   EXPECT_EQ(stats.frontends[1].rejected, 3u);
 
+  // StatsOf answers for the frontends asked only (an unknown one is left out),
+  // with the same counters Stats() reads.
+  controller::FrontendKey second = stats.frontends[1].frontend;
+  controller::FrontendKey unknown = second;
+  unknown.port = 9;
+  dataplane::DataplaneStats one = f.dp->StatsOf({second, unknown});
+  ASSERT_EQ(one.frontends.size(), 1u);
+  EXPECT_EQ(one.frontends[0].frontend, second);
+  EXPECT_EQ(one.frontends[0].rejected, 3u);
+  EXPECT_EQ(one.frontends[0].backends.size(), stats.frontends[1].backends.size());
+
   absl::StatusOr<std::vector<FrontendCounters>> counters = f.dp->Counters();
   ASSERT_TRUE(counters.ok());
   ASSERT_EQ(counters->size(), 2u);
