@@ -12,6 +12,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -85,6 +87,34 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Start(int index, WorkerContext* 
     return w->start_status_;
   }
   return w;
+}
+
+void Worker::SetSlice(absl::Duration slice) {
+  // struct sched_attr (SCHED_ATTR_SIZE_VER1); <linux/sched/types.h> clashes
+  // with glibc's <sched.h>, and glibc 2.36 has no wrapper.
+  struct {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+    uint32_t sched_util_min;
+    uint32_t sched_util_max;
+  } attr{};
+  attr.size = sizeof(attr);
+  attr.sched_policy = SCHED_OTHER;
+  // SCHED_OTHER takes its nice from the call: keep the thread's own.
+  errno = 0;
+  const int nice = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  if (errno == 0) attr.sched_nice = nice;
+  attr.sched_runtime = static_cast<uint64_t>(absl::ToInt64Nanoseconds(slice));
+  if (syscall(SYS_sched_setattr, gettid(), &attr, 0) != 0) {
+    LOG_IF(WARNING, index_ == 0) << "worker slice " << slice << ": sched_setattr: "
+                                 << std::strerror(errno) << " (kernel default slice kept)";
+  }
 }
 
 Worker::~Worker() {
@@ -174,6 +204,7 @@ void Worker::Run() {
                    << ": " << std::strerror(err);
     }
   }
+  if (ctx_->options.worker_slice > absl::ZeroDuration()) SetSlice(ctx_->options.worker_slice);
   start_status_ = Setup();
   const bool ok = start_status_.ok();
   started_.Notify();  // `this` stays valid: Start() joins on failure

@@ -159,6 +159,7 @@ class Worker {
 
   Worker(int index, WorkerContext* ctx);
   void Run();
+  void SetSlice(absl::Duration slice);  // on the worker thread, before Setup
   absl::Status Setup();
   void Teardown();
   void HandleCqe(const io_uring_cqe* cqe);

@@ -17,15 +17,19 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -582,6 +586,40 @@ TEST_F(UringProxyE2e, SharedListenerPastTheDescriptorBudget) {
   EXPECT_EQ(WhoAnswers(kVip, 81), "127.0.0.2");
 }
 
+// Threads of this process whose EEVDF slice (/proc/self/task/*/sched) is `ns`.
+int ThreadsWithSlice(uint64_t ns) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream in(task.path() / "sched");
+    std::stringstream sched;
+    sched << in.rdbuf();
+    for (absl::string_view line : absl::StrSplit(sched.str(), '\n')) {
+      std::vector<absl::string_view> f = absl::StrSplit(line, ':', absl::SkipWhitespace());
+      if (f.size() == 2 && absl::StripAsciiWhitespace(f[0]) == "se.slice" &&
+          absl::StripAsciiWhitespace(f[1]) == absl::StrCat(ns)) {
+        ++n;
+      }
+    }
+  }
+  return n;
+}
+
+// worker_slice is requested from the scheduler for every worker thread (and
+// only for them), and the proxy still relays with it.
+TEST_F(UringProxyE2e, WorkerThreadsGetTheRequestedSlice) {
+  constexpr uint64_t kSliceNs = 3'000'000;
+  ASSERT_EQ(ThreadsWithSlice(kSliceNs), 0) << "no thread of the test has it before";
+  UringProxyOptions o;
+  o.workers = 2;
+  o.worker_slice = absl::Nanoseconds(kSliceNs);
+  ASSERT_NE(StartProxy(o), nullptr);
+  EXPECT_EQ(ThreadsWithSlice(kSliceNs), 2);
+  StartServer("127.0.0.2");
+  ASSERT_TRUE(Upsert(Rule(kVip, kPort, {"127.0.0.2"})).ok());
+  EXPECT_EQ(WhoAnswers(kVip, kPort), "127.0.0.2");
+}
+
 // --relay=splice switches a direction only after splice_after_bytes of
 // reads that found a backlog: a long keep-alive exchange of small messages
 // (more bytes in total than the threshold) stays on the buffer ring, where a
@@ -751,6 +789,13 @@ TEST_F(UringProxyE2e, ApplyIsIdempotentAndIgnoresUnsupportedRules) {
   EXPECT_EQ(proxy_->Stats().frontends.size(), 1u);
   EXPECT_THAT(Kpx0Addresses(), Not(HasSubstr("10.96.0.12")));
   EXPECT_EQ(WhoAnswers(kVip, kPort), "127.0.0.2");
+  // StatsOf: the served frontend asked for is there with its connection
+  // counted; the ignored ones are not.
+  dataplane::DataplaneStats of = proxy_->StatsOf({rule.frontend, udp.frontend, unsupported.frontend});
+  ASSERT_EQ(of.frontends.size(), 1u);
+  EXPECT_EQ(of.frontends[0].frontend, rule.frontend);
+  EXPECT_GE(of.frontends[0].total, 1u);
+  ASSERT_EQ(of.frontends[0].backends.size(), 1u);
 }
 
 // The backend connect holds back its handshake ACK (TCP_DEFER_ACCEPT on the

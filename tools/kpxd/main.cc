@@ -102,6 +102,10 @@ DEFINE_string(relay, "splice",
               "bytes switches to splice(2): no copy through user space for bulk flows)");
 DEFINE_int64(splice_after, 1 << 20, "Bytes a direction carries before --relay=splice switches it");
 DEFINE_int32(splice_pipe_size, 1 << 20, "Pipe capacity per spliced direction (bytes)");
+DEFINE_string(worker_slice, "3ms",
+              "Scheduler time slice asked for each io_uring worker thread (EEVDF; 0 = the "
+              "kernel's default): a worker is less often preempted mid-batch by the peers it "
+              "wakes, which cuts tail latency (docs/BENCHMARKS.md)");
 DEFINE_string(connect_timeout, "1s", "Backend connect timeout before retrying another backend");
 DEFINE_string(idle_timeout, "1h", "Close relayed connections idle this long (0 = never)");
 DEFINE_string(drain_timeout, "30s", "On SIGTERM, wait this long for connections to finish");
@@ -266,6 +270,7 @@ int main(int argc, char** argv) {
   if (FLAGS_splice_after < 0) KPXD_FAIL << "--splice-after: must be >= 0";
   opts.uring.splice_after_bytes = FLAGS_splice_after;
   opts.uring.pipe_size = FLAGS_splice_pipe_size;
+  opts.uring.worker_slice = DurationFlag("worker-slice", FLAGS_worker_slice);
   opts.drain_timeout = DurationFlag("drain-timeout", FLAGS_drain_timeout);
   opts.xdp.pin_dir = pin_dir;
   auto xdp_mode = kpx::xdp::ParseXdpMode(FLAGS_xdp_mode);
