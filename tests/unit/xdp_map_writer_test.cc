@@ -15,6 +15,7 @@
 #include "dataplane/xdp/abi_convert.h"
 #include "dataplane/xdp/fake_bpf_maps.h"
 #include "dataplane/xdp/maglev.h"
+#include "glog/logging.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -36,7 +37,13 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::StartsWith;
 
-Ipv4 Ip(const char* s) { return *Ipv4::Parse(s); }
+// A typo in a test address fails the test here, not as whatever bits an
+// empty optional holds (that differed between Release and Debug builds).
+Ipv4 Ip(const char* s) {
+  std::optional<Ipv4> ip = Ipv4::Parse(s);
+  CHECK(ip.has_value()) << "bad test address " << s;
+  return *ip;
+}
 
 Backend B(const char* ip, uint16_t port = 8080, bool healthy = true) {
   Backend b;
@@ -511,7 +518,7 @@ TEST_F(MapWriterTest, BigDiffOfNewFrontendsIsBatched) {
   ServiceTable table;
   for (int i = 0; i < 300; ++i) {
     std::vector<Backend> bs;
-    for (int j = 0; j < 10; ++j) bs.push_back(B(absl::StrCat("10.1.", i, ".", j + 1).c_str()));
+    for (int j = 0; j < 10; ++j) bs.push_back(B(absl::StrCat("10.", 1 + i / 200, ".", i % 200, ".", j + 1).c_str()));
     ServiceRule r = Rule(absl::StrCat("10.96.", i / 200, ".", i % 200 + 1).c_str(), 80, bs);
     table[r.frontend] = r;
   }
