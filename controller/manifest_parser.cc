@@ -21,8 +21,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <yaml-cpp/eventhandler.h>
-#include <yaml-cpp/yaml.h>
+#include <yaml-cpp/exceptions.h>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -37,11 +36,12 @@
 #include "absl/strings/strip.h"
 #include "controller/base/status_macros.h"
 #include "controller/base/utf8.h"
+#include "controller/yaml_tree.h"
 
 namespace kpx::controller {
 namespace {
 
-using YAML::Node;
+using Node = YamlNode;
 
 constexpr int kMaxErrors = 20;      // past this, more lines bury the first
 constexpr int kMaxListNesting = 4;  // List inside List inside ...
@@ -285,7 +285,7 @@ class Decoder {
   void StringMap(const Node& n, absl::string_view path,
                  absl::btree_map<std::string, std::string>* out) {
     if (!IsMap(n, path)) return;
-    for (const auto& kv : n) {
+    for (const auto& kv : n.pairs()) {
       if (!kv.first.IsScalar()) {
         TypeError(kv.first, path, "a string key");
         continue;
@@ -633,36 +633,36 @@ bool LooksLikeJson(absl::string_view content) {
   return absl::StartsWith(content, "{") || absl::StartsWith(content, "[");
 }
 
-// nlohmann values become yaml-cpp nodes without marks. Scalars keep their
-// text, so numbers and bools read the same as from YAML.
+// nlohmann values become nodes without marks. Scalars keep their text, so
+// numbers and bools read the same as from YAML.
 Node FromJson(const nlohmann::json& j, int depth, bool* too_deep) {
   if (depth > kMaxJsonDepth) {
     *too_deep = true;
-    return Node(YAML::NodeType::Null);
+    return Node::Null();
   }
   switch (j.type()) {
     case nlohmann::json::value_t::object: {
-      Node n(YAML::NodeType::Map);
+      Node n = Node::Map();
       for (const auto& [key, value] : j.items()) {
-        n.force_insert(key, FromJson(value, depth + 1, too_deep));
+        n.Insert(Node::Scalar(key), FromJson(value, depth + 1, too_deep));
       }
       return n;
     }
     case nlohmann::json::value_t::array: {
-      Node n(YAML::NodeType::Sequence);
-      for (const auto& value : j) n.push_back(FromJson(value, depth + 1, too_deep));
+      Node n = Node::Sequence();
+      for (const auto& value : j) n.Append(FromJson(value, depth + 1, too_deep));
       return n;
     }
     case nlohmann::json::value_t::string:
-      return Node(j.get_ref<const std::string&>());
+      return Node::Scalar(j.get_ref<const std::string&>());
     case nlohmann::json::value_t::boolean:
-      return Node(j.get<bool>() ? "true" : "false");
+      return Node::Scalar(j.get<bool>() ? "true" : "false");
     case nlohmann::json::value_t::number_integer:
     case nlohmann::json::value_t::number_unsigned:
     case nlohmann::json::value_t::number_float:
-      return Node(j.dump());
+      return Node::Scalar(j.dump());
     default:
-      return Node(YAML::NodeType::Null);
+      return Node::Null();
   }
 }
 
@@ -695,66 +695,11 @@ absl::StatusOr<std::vector<Node>> LoadJson(absl::string_view content, absl::stri
   return std::vector<Node>{root};
 }
 
-// yaml-cpp 0.7's LoadAll never returns on some malformed input (e.g. a
-// stray "}" in a flow map): its parser keeps reporting empty documents without
-// consuming anything, allocating until the process dies (jbeder/yaml-cpp#1319).
-// Every real document after the first starts at a "---" (or follows "..."),
-// further on than the one before, so a first pass over the parser's events
-// checks that; LoadAll only sees input that passed, and repeats the same
-// deterministic pass.
-class DocumentStart : public YAML::EventHandler {
- public:
-  void OnDocumentStart(const YAML::Mark& mark) override { mark_ = mark; }
-  void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {}
-  void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {}
-  void OnMapEnd() override {}
-  const YAML::Mark& mark() const { return mark_; }
-
- private:
-  YAML::Mark mark_;
-};
-
-bool StartsDocument(absl::string_view content, int pos) {
-  if (pos < 0 || static_cast<size_t>(pos) >= content.size()) return false;
-  const absl::string_view rest = content.substr(pos);
-  if (absl::StartsWith(rest, "---") || absl::StartsWith(rest, "%")) return true;
-  return absl::EndsWith(absl::StripTrailingAsciiWhitespace(content.substr(0, pos)), "...");
-}
-
-// Throws what yaml-cpp throws for syntax errors.
-absl::Status CheckDocumentStarts(absl::string_view content, absl::string_view file) {
-  std::istringstream in{std::string(content)};
-  YAML::Parser parser(in);
-  int last_pos = -1;
-  for (int doc = 0;; ++doc) {
-    DocumentStart handler;
-    if (!parser.HandleNextDocument(handler)) return absl::OkStatus();
-    const YAML::Mark& mark = handler.mark();
-    if (doc > 0 && (mark.pos <= last_pos || !StartsDocument(content, mark.pos))) {
-      absl::string_view text = content.substr(std::min<size_t>(mark.pos, content.size()));
-      text = text.substr(0, text.find('\n'));
-      return absl::InvalidArgumentError(
-          absl::StrCat(file, ":", mark.line + 1, ": invalid YAML: unexpected ", Quote(text),
-                       " after the end of a document (a new document starts with \"---\")"));
-    }
-    last_pos = mark.pos;
-  }
-}
-
 absl::StatusOr<std::vector<Node>> LoadDocuments(absl::string_view content, absl::string_view file) {
   try {
-    absl::Status checked = CheckDocumentStarts(content, file);
-    if (checked.ok()) return YAML::LoadAll(std::string(content));
-    if (LooksLikeJson(content)) return LoadJson(content, file);
-    return checked;
+    absl::StatusOr<std::vector<Node>> docs = ParseYamlDocuments(content, file);
+    if (docs.ok() || !LooksLikeJson(content)) return docs;
+    return LoadJson(content, file);
   } catch (const YAML::Exception& e) {
     // yaml-cpp turns down some valid JSON; only a JSON parser can tell.
     if (LooksLikeJson(content)) return LoadJson(content, file);
