@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "httplib.h"
+#include "kpx/abi.h"
 #include "tools/kpx-bench/proc_util.h"
 #include "tools/kpx-bench/subcommand.h"
 
@@ -222,6 +223,11 @@ absl::Status MeasureKpx(Context& ctx, const ControlOptions& o, const fs::path& w
     args.push_back("--interfaces=up0");
     args.push_back("--tc-interfaces=pod0");
     args.push_back("--bpf-pin-dir=" + pin_dir);
+    // S x E distinct endpoints: past the ABI's default backend capacity
+    // (KPX_MAX_BACKENDS) the maps are sized for them, as an operator with
+    // that many pods would (--bpf-max-backends).
+    const uint64_t backends = static_cast<uint64_t>(services) * o.endpoints + services;
+    if (backends > KPX_MAX_BACKENDS) args.push_back(absl::StrCat("--bpf-max-backends=", backends));
   }
   auto cleanup = [&](pid_t pid) {
     StopPid(pid, absl::Seconds(10));

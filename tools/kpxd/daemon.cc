@@ -44,15 +44,24 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Create(
     }
     d->health_ = std::move(*checker);
   }
+  if (!d->options_.manifest_dir.empty()) {
+    KPX_ASSIGN_OR_RETURN(d->manifests_,
+                         controller::ManifestDirSource::Create(d->options_.manifest_dir));
+    // The watch is in place before the scan, so nothing written meanwhile is
+    // missed; parsing 10k files (~0.6 s on 2 cores) overlaps loading and
+    // verifying the BPF programs (~0.3 s) instead of following it.
+    d->prefetched_ = std::async(std::launch::async, [src = d->manifests_.get()] {
+      Prefetched p;
+      p.started = absl::Now();
+      p.updates = src->Rescan();
+      p.took = absl::Now() - p.started;
+      return p;
+    });
+  }
   if (dataplane != nullptr) {
     d->dataplane_ = std::move(dataplane);
   } else {
     KPX_RETURN_IF_ERROR(d->CreateDataplane());
-  }
-
-  if (!d->options_.manifest_dir.empty()) {
-    KPX_ASSIGN_OR_RETURN(d->manifests_,
-                         controller::ManifestDirSource::Create(d->options_.manifest_dir));
   }
   if (d->options_.use_api) {
     auto access = controller::ResolveClusterAccess(d->options_.kubeconfig, d->options_.master);
@@ -397,14 +406,26 @@ int Daemon::Run(int signal_fd) {
       return 2;
     }
   }
-  const absl::Time sync_start = absl::Now();
+  absl::Time sync_start = absl::Now();
   {
     std::vector<SourceUpdate> initial;
-    if (manifests_ != nullptr) initial = manifests_->Rescan();
-    if (applied_ != nullptr) {
-      for (SourceUpdate& u : applied_->Rescan()) initial.push_back(std::move(u));
+    absl::Duration parse;
+    if (prefetched_.valid()) {
+      // total then counts from the scan's start, dataplane setup included.
+      Prefetched p = prefetched_.get();
+      initial = std::move(p.updates);
+      sync_start = p.started;
+      parse = p.took;
+    } else if (manifests_ != nullptr) {
+      initial = manifests_->Rescan();
+      parse = absl::Now() - sync_start;
     }
-    initial_sync_.scan_parse = absl::Now() - sync_start;
+    if (applied_ != nullptr) {
+      const absl::Time t0 = absl::Now();
+      for (SourceUpdate& u : applied_->Rescan()) initial.push_back(std::move(u));
+      parse += absl::Now() - t0;
+    }
+    initial_sync_.scan_parse = parse;
     const absl::Time t = absl::Now();
     const uint64_t syncs = reconciler_->stats().syncs;
     ApplyUpdates(std::move(initial));

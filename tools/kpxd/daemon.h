@@ -3,6 +3,7 @@
 // LoopQueue). main.cc only turns flags into DaemonOptions.
 #pragma once
 
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -138,6 +139,16 @@ class Daemon {
   std::unique_ptr<controller::Reconciler> reconciler_;
   std::unique_ptr<controller::ManifestDirSource> manifests_;
   std::unique_ptr<controller::ManifestDirSource> applied_;  // <state_dir>/applied
+  // The manifest directory's first scan, started in Create so that parsing
+  // overlaps the dataplane's setup (BPF load and verification, listeners);
+  // Run takes the result. Declared after manifests_: destroyed (joined)
+  // before the source it reads.
+  struct Prefetched {
+    std::vector<controller::SourceUpdate> updates;
+    absl::Time started;
+    absl::Duration took;
+  };
+  std::future<Prefetched> prefetched_;
   std::unique_ptr<controller::K8sApiSource> api_;
   uint64_t api_updates_ = 0;
   absl::Duration last_programming_latency_;
