@@ -196,8 +196,12 @@ absl::Status UringProxy::Apply(const controller::TableDiff& diff) {
     if (s.ok()) return;
     if (failed++ == 0) first = std::move(s);
   };
+  std::vector<PendingAck> acks;
+  batch_ = &acks;
   for (const controller::FrontendKey& key : diff.removals) note(RemoveLocked(key));
   for (const controller::ServiceRule& rule : diff.upserts) note(UpsertLocked(rule));
+  batch_ = nullptr;
+  note(WaitForAcks(acks));
   if (failed > 1) {
     return absl::Status(first.code(), absl::StrCat(first.message(), " (and ", failed - 1,
                                                    " more failed operations)"));
@@ -309,11 +313,18 @@ absl::Status UringProxy::OnAllWorkers(const std::string& what,
     });
     done.push_back(std::move(d));
   }
+  std::vector<PendingAck> acks;
+  std::vector<PendingAck>* into = batch_ != nullptr ? batch_ : &acks;
+  for (size_t i = 0; i < done.size(); ++i) into->push_back({what, static_cast<int>(i), std::move(done[i])});
+  return batch_ != nullptr ? absl::OkStatus() : WaitForAcks(acks);
+}
+
+absl::Status UringProxy::WaitForAcks(const std::vector<PendingAck>& acks) {
   const absl::Time deadline = absl::Now() + kWorkerCommandTimeout;
-  for (size_t i = 0; i < done.size(); ++i) {
-    if (!done[i]->WaitForNotificationWithDeadline(deadline)) {
+  for (const PendingAck& a : acks) {
+    if (!a.done->WaitForNotificationWithDeadline(deadline)) {
       return absl::DeadlineExceededError(absl::StrCat(
-          what, ": worker ", i, " did not respond within ", absl::FormatDuration(kWorkerCommandTimeout),
+          a.what, ": worker ", a.worker, " did not respond within ", absl::FormatDuration(kWorkerCommandTimeout),
           " (it will still apply the change when it does)"));
     }
   }

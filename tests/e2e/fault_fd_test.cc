@@ -13,7 +13,9 @@ class FaultFdTest : public KpxdLabFixture {
   static void SetUpTestSuite() { LabUp("kpxfd-"); }
   static void TearDownTestSuite() { LabDown("kpxfd-"); }
   std::string Prefix() const override { return "kpxfd-"; }
-  std::vector<std::string> DataplaneArgs() const override { return {"--dataplane=uring"}; }
+  // No health checks: a probe's socket open while the baseline below is
+  // taken is room for a relayed connection once it closes.
+  std::vector<std::string> DataplaneArgs() const override { return {"--dataplane=uring", "--health_checks=false"}; }
   void TearDown() override {
     for (int fd : idle_) close(fd);
     KpxdLabFixture::TearDown();
@@ -30,7 +32,21 @@ TEST_F(FaultFdTest, AcceptBacksOffWhenOutOfDescriptorsAndRecovers) {
   CopyExample("flask.yaml");
   StartKpxd();
   ASSERT_EQ(Requests(10).failed, 0);
-  const int base = OpenFds();
+  // The baseline once those requests' relayed sockets are closed: counted
+  // while some were still open, it left kpxd room for another connection
+  // after the idle ones took theirs, and 1 run in 4 then served every
+  // "knock" (106k requests ok, 2 failed) instead of running out.
+  int base = OpenFds();
+  {
+    int steady = 0;
+    const auto until = Clock::now() + std::chrono::seconds(3);
+    while (steady < 5 && Clock::now() < until) {
+      std::this_thread::sleep_for(Ms(50));
+      const int n = OpenFds();
+      steady = n < base ? 0 : steady + (n == base);
+      base = std::min(base, n);
+    }
+  }
   const int limit = base + 40;  // room for ~20 relayed connections (2 fds each)
   ASSERT_EQ(Sh(absl::StrFormat("prlimit --pid %d --nofile=%d:%d", pid_, limit, limit)), 0);
 
@@ -48,27 +64,49 @@ TEST_F(FaultFdTest, AcceptBacksOffWhenOutOfDescriptorsAndRecovers) {
   auto deadline = Clock::now() + std::chrono::seconds(5);
   while (OpenFds() < limit - 1 && Clock::now() < deadline) std::this_thread::sleep_for(Ms(10));
   ASSERT_GE(OpenFds(), limit - 2) << "kpxd did not run out of descriptors";
-
-  // Out of descriptors: new clients are accepted and reset at once (no
-  // backend socket to be had) or wait in the backlog; either way kpxd must
-  // not spin on EMFILE. Its CPU is measured while a request loop keeps
-  // knocking for a while (at least 100 failed requests).
-  long cpu0 = ProcessCpuMs(pid_);
-  auto t0 = Clock::now();
-  int failed = 0, ok = 0;
-  {
-    RequestLoop knock(Prefix() + "client", kVip, 5000);
-    auto until = Clock::now() + std::chrono::seconds(10);
-    while (knock.failed() < 100 && Clock::now() < until) std::this_thread::sleep_for(Ms(10));
-    knock.Stop();
-    failed = knock.failed();
-    ok = knock.ok();
+  // Out of descriptors means requests are no longer served. Some runs (2-3
+  // in 12 one afternoon on the shared machine, none in 40 later; the cause
+  // is not found) had room for relayed pairs again once the loop below
+  // started and served all of it. That is the test's premise lost, not the
+  // back-off failing: hold 2 more idle connections until a request is
+  // refused, knock, and if the knocks were served, top up and knock again
+  // (at most 3 rounds; the checks below apply to the last one).
+  int topped_up = 0, rounds = 0, failed = 0, ok = 0;
+  long wall = 0, cpu = 0;
+  auto top_up = [&] {
+    InNetns(Prefix() + "client", [&] {
+      for (int i = 0; i < 2; ++i) {
+        int fd = ConnectTimeout(kVip, 5000, 2000);
+        if (fd >= 0) idle_.push_back(fd);
+      }
+    });
+    std::this_thread::sleep_for(Ms(50));
+    ++topped_up;
+  };
+  for (; rounds < 3; ++rounds) {
+    if (rounds > 0) top_up();
+    while (topped_up < 20 && Requests(1).failed == 0) top_up();
+    // New clients are accepted and reset at once (no backend socket to be
+    // had) or wait in the backlog; either way kpxd must not spin on
+    // EMFILE. Its CPU is measured while a request loop keeps knocking for
+    // a while (at least 100 failed requests).
+    long cpu0 = ProcessCpuMs(pid_);
+    auto t0 = Clock::now();
+    {
+      RequestLoop knock(Prefix() + "client", kVip, 5000);
+      auto until = Clock::now() + std::chrono::seconds(5);
+      while (knock.failed() < 100 && Clock::now() < until) std::this_thread::sleep_for(Ms(10));
+      knock.Stop();
+      failed = knock.failed();
+      ok = knock.ok();
+    }
+    wall = MsBetween(t0, Clock::now());
+    cpu = ProcessCpuMs(pid_) - cpu0;
+    std::cerr << "fd exhaustion, round " << rounds + 1 << ": kpxd used " << cpu << " ms CPU in " << wall
+              << " ms; meanwhile " << failed << " requests failed, " << ok << " succeeded ("
+              << idle_.size() << " idle connections held, " << topped_up << " top-ups of 2)\n";
+    if (failed >= ok) break;
   }
-  long wall = MsBetween(t0, Clock::now());
-  long cpu = ProcessCpuMs(pid_) - cpu0;
-  std::cerr << "fd exhaustion: kpxd used " << cpu << " ms CPU in " << wall
-            << " ms out of descriptors; meanwhile " << failed << " requests failed, " << ok
-            << " succeeded\n";
   EXPECT_GE(failed, 100);
   EXPECT_LT(cpu, wall / 4) << "kpxd busy-loops while out of descriptors";
   EXPECT_THAT(Log(), HasSubstr("Too many open files"));
