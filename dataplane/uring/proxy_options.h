@@ -4,10 +4,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "controller/base/ipv4.h"
 #include "dataplane/uring/lb_algorithm.h"
+#include "dataplane/xdp/interfaces.h"
 
 namespace kpx::uring {
 
@@ -22,6 +24,9 @@ enum class RelayMode : uint8_t {
 struct UringProxyOptions {
   std::string bind_device = "kpx0";  // holds the VIP /32s; created if absent
   bool manage_device = true;         // false: VIPs are already local (tests on loopback)
+  // VIPs inside these prefixes are made local by one `local` route each on
+  // bind_device instead of one /32 address per VIP (kpxd --vip-local-routes).
+  std::vector<xdp::Ipv4Cidr> vip_local_routes;
   int workers = 0;                   // 0 = number of online CPUs
   LbAlgorithm algorithm = LbAlgorithm::kRandom;
   absl::Duration connect_timeout = absl::Seconds(1);

@@ -230,6 +230,41 @@ absl::Status Rtnetlink::RemoveAddress(int ifindex, Ipv4 ip) {
                   ext_ack);
 }
 
+namespace {
+void FillLocalRoute(Request& req, int ifindex, Ipv4 dst, int prefix) {
+  rtmsg* rt = req.Fixed<rtmsg>();
+  rt->rtm_family = AF_INET;
+  rt->rtm_dst_len = static_cast<unsigned char>(prefix);
+  rt->rtm_table = RT_TABLE_LOCAL;
+  rt->rtm_protocol = RTPROT_STATIC;
+  rt->rtm_scope = RT_SCOPE_HOST;
+  rt->rtm_type = RTN_LOCAL;
+  uint32_t be = dst.be();
+  req.Attr(RTA_DST, &be, sizeof(be));
+  uint32_t oif = static_cast<uint32_t>(ifindex);
+  req.Attr(RTA_OIF, &oif, sizeof(oif));
+}
+}  // namespace
+
+absl::Status Rtnetlink::AddLocalRoute(int ifindex, Ipv4 dst, int prefix) {
+  Request req(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
+  FillLocalRoute(req, ifindex, dst, prefix);
+  std::string ext_ack;
+  int err = Transact(req.data(), req.size(), nullptr, &ext_ack);
+  return ToStatus(err, absl::StrCat("add local route ", dst.ToString(), "/", prefix, " on link ", ifindex),
+                  ext_ack);
+}
+
+absl::Status Rtnetlink::RemoveLocalRoute(int ifindex, Ipv4 dst, int prefix) {
+  Request req(RTM_DELROUTE, 0);
+  FillLocalRoute(req, ifindex, dst, prefix);
+  std::string ext_ack;
+  int err = Transact(req.data(), req.size(), nullptr, &ext_ack);
+  if (err == -ESRCH || err == -ENODEV) return absl::OkStatus();
+  return ToStatus(err, absl::StrCat("remove local route ", dst.ToString(), "/", prefix, " from link ", ifindex),
+                  ext_ack);
+}
+
 absl::StatusOr<std::vector<Ipv4>> Rtnetlink::HostAddresses(int ifindex) {
   Request req(RTM_GETADDR, NLM_F_DUMP);
   req.hdr()->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;  // a dump ends with NLMSG_DONE, no ack

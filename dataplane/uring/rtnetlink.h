@@ -32,6 +32,12 @@ class Rtnetlink {
   // after a restart), so is removing one that is gone.
   absl::Status AddAddress(int ifindex, Ipv4 ip);
   absl::Status RemoveAddress(int ifindex, Ipv4 ip);
+  // A `local` route for `dst`/`prefix` on link `ifindex` in the local table
+  // (as `ip route add local DST/PREFIX dev IF table local`): every address in
+  // it is local to the host without being an address of any link. Adding
+  // one that is there is OK, so is removing one that is gone.
+  absl::Status AddLocalRoute(int ifindex, Ipv4 dst, int prefix);
+  absl::Status RemoveLocalRoute(int ifindex, Ipv4 dst, int prefix);
   // The IPv4 /32 addresses on link `ifindex`.
   absl::StatusOr<std::vector<Ipv4>> HostAddresses(int ifindex);
 

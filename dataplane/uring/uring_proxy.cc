@@ -146,7 +146,7 @@ absl::StatusOr<std::unique_ptr<UringProxy>> UringProxy::Create(UringProxyOptions
   std::unique_ptr<UringProxy> proxy(new UringProxy());
   KPX_ASSIGN_OR_RETURN(proxy->netns_ino_, CurrentNetnsInode());
   if (options.manage_device) {
-    KPX_ASSIGN_OR_RETURN(proxy->device_, VipDevice::Open(options.bind_device));
+    KPX_ASSIGN_OR_RETURN(proxy->device_, VipDevice::Open(options.bind_device, options.vip_local_routes));
   }
   int n = options.workers;
   if (n == 0) n = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));

@@ -2,6 +2,7 @@
 // deferred removal while connections drain, and cleanup.
 #include "dataplane/uring/vip_device.h"
 
+#include <arpa/inet.h>
 #include <glog/logging.h>
 
 #include <algorithm>
@@ -11,9 +12,11 @@
 
 namespace kpx::uring {
 
-absl::StatusOr<std::unique_ptr<VipDevice>> VipDevice::Open(const std::string& name) {
+absl::StatusOr<std::unique_ptr<VipDevice>> VipDevice::Open(const std::string& name,
+                                                           std::vector<xdp::Ipv4Cidr> local_ranges) {
   std::unique_ptr<VipDevice> dev(new VipDevice());
   dev->name_ = name;
+  dev->local_ranges_ = std::move(local_ranges);
   KPX_ASSIGN_OR_RETURN(std::unique_ptr<Rtnetlink> nl, Rtnetlink::Open());
   absl::StatusOr<int> index = nl->LinkIndex(name);
   if (absl::IsNotFound(index.status())) {
@@ -35,9 +38,30 @@ absl::StatusOr<std::unique_ptr<VipDevice>> VipDevice::Open(const std::string& na
     if (dev->created_) nl->DeleteLink(dev->ifindex_).IgnoreError();
     return up;
   }
+  for (const xdp::Ipv4Cidr& r : dev->local_ranges_) {
+    absl::Status s = nl->AddLocalRoute(dev->ifindex_, r.addr, r.prefix);
+    if (!s.ok()) {
+      for (const xdp::Ipv4Cidr& done : dev->local_ranges_) {
+        if (&done == &r) break;
+        nl->RemoveLocalRoute(dev->ifindex_, done.addr, done.prefix).IgnoreError();
+      }
+      if (dev->created_) nl->DeleteLink(dev->ifindex_).IgnoreError();
+      return s;
+    }
+    LOG(INFO) << "VIPs in " << r.addr.ToString() << "/" << r.prefix << " are local through one route on "
+              << name << " (no address per VIP)";
+  }
   absl::MutexLock lock(&dev->mu_);
   dev->nl_ = std::move(nl);
   return dev;
+}
+
+bool VipDevice::InLocalRange(Ipv4 ip) const {
+  for (const xdp::Ipv4Cidr& r : local_ranges_) {
+    const uint32_t mask = r.prefix <= 0 ? 0u : r.prefix >= 32 ? ~0u : ~0u << (32 - r.prefix);
+    if ((ntohl(ip.be()) & mask) == (ntohl(r.addr.be()) & mask)) return true;
+  }
+  return false;
 }
 
 VipDevice::~VipDevice() { Close(); }
@@ -46,7 +70,7 @@ absl::Status VipDevice::Acquire(Ipv4 ip) {
   absl::MutexLock lock(&mu_);
   if (closed_) return absl::FailedPreconditionError(absl::StrCat(name_, " is closed"));
   int& refs = refs_[ip];
-  if (refs == 0 && !added_.contains(ip)) {
+  if (refs == 0 && !added_.contains(ip) && !InLocalRange(ip)) {
     absl::Status s = nl_->AddAddress(ifindex_, ip);
     if (!s.ok()) {
       refs_.erase(ip);
@@ -120,9 +144,13 @@ void VipDevice::Close() {
   if (closed_ || nl_ == nullptr) return;
   closed_ = true;
   if (created_) {
-    absl::Status s = nl_->DeleteLink(ifindex_);  // takes its addresses with it
+    absl::Status s = nl_->DeleteLink(ifindex_);  // takes its addresses and routes with it
     if (!s.ok()) LOG(WARNING) << "deleting " << name_ << ": " << s;
   } else {
+    for (const xdp::Ipv4Cidr& r : local_ranges_) {
+      absl::Status s = nl_->RemoveLocalRoute(ifindex_, r.addr, r.prefix);
+      if (!s.ok()) LOG(WARNING) << "removing local route from " << name_ << ": " << s;
+    }
     for (Ipv4 ip : added_) {
       absl::Status s = nl_->RemoveAddress(ifindex_, ip);
       if (!s.ok()) LOG(WARNING) << "removing VIP from " << name_ << ": " << s;

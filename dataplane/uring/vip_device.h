@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "controller/base/ipv4.h"
 #include "dataplane/uring/rtnetlink.h"
+#include "dataplane/xdp/interfaces.h"
 
 namespace kpx::uring {
 
@@ -23,7 +24,12 @@ class VipDevice {
  public:
   // Adopts link `name` if it exists, else creates it: type dummy, or a
   // port-less bridge where the kernel has no dummy driver. Brings it up.
-  static absl::StatusOr<std::unique_ptr<VipDevice>> Open(const std::string& name);
+  // `local_ranges`: prefixes held by one `local` route each on the link
+  // (AnyIP) instead of one /32 per VIP: adding the 10 000th address to a
+  // link costs the kernel a walk of the other 9 999, a route costs nothing
+  // per VIP. VIPs inside them are never added as addresses.
+  static absl::StatusOr<std::unique_ptr<VipDevice>> Open(const std::string& name,
+                                                         std::vector<xdp::Ipv4Cidr> local_ranges = {});
   ~VipDevice();  // Close()
 
   // One more frontend on `ip`: adds the address on the first.
@@ -48,10 +54,12 @@ class VipDevice {
  private:
   VipDevice() = default;
   void RemoveLocked(Ipv4 ip) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool InLocalRange(Ipv4 ip) const;
 
   std::string name_;
   bool created_ = false;
   int ifindex_ = 0;
+  std::vector<xdp::Ipv4Cidr> local_ranges_;  // routed, set in Open
   absl::Mutex mu_;
   std::unique_ptr<Rtnetlink> nl_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<Ipv4, int> refs_ ABSL_GUARDED_BY(mu_);

@@ -219,6 +219,11 @@ absl::Status MeasureKpx(Context& ctx, const ControlOptions& o, const fs::path& w
                                    // control plane is measured, not the checker.
                                    "--health_checks=false",
                                    "--drain-timeout=1s"};
+  if (dp == "uring") {
+    // The generator's Service CIDR held by one local route instead of S
+    // addresses on kpx0, as an operator at this scale would run it.
+    args.push_back("--vip-local-routes=10.96.0.0/12");
+  }
   if (dp == "xdp") {
     args.push_back("--interfaces=up0");
     args.push_back("--tc-interfaces=pod0");

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
@@ -89,6 +91,12 @@ DEFINE_string(netns, "",
 DEFINE_bool(cleanup, false,
             "Detach kpx's XDP/tc programs, unpin its maps, remove --bind-device, and exit");
 DEFINE_string(bind_device, "kpx0", "Device that holds the Service VIPs (io_uring dataplane)");
+DEFINE_string(vip_local_routes, "",
+              "io_uring dataplane: comma-separated IPv4 prefixes (e.g. the cluster's Service CIDR "
+              "10.96.0.0/12) made local with one `local` route each on --bind-device instead of one "
+              "/32 address per VIP; VIPs outside them still get an address. Thousands of addresses on "
+              "one link cost the kernel a walk of all of them per add; a route costs nothing per VIP. "
+              "Every address in the prefixes then answers locally (unserved ports: RST)");
 DEFINE_string(cluster_cidr, "",
               "Pod CIDR of the cluster. eBPF dataplane: clients outside it are masqueraded to "
               "the node address for ClusterIPs, and for NodePort/externalIP/LoadBalancer "
@@ -255,6 +263,11 @@ int main(int argc, char** argv) {
   opts.node = {NodeName(), FLAGS_node_zone};
   opts.dataplane = FLAGS_dataplane;
   opts.uring.bind_device = FLAGS_bind_device;
+  for (absl::string_view part : absl::StrSplit(FLAGS_vip_local_routes, ',', absl::SkipWhitespace())) {
+    auto cidr = kpx::xdp::ParseIpv4Cidr(std::string(absl::StripAsciiWhitespace(part)));
+    if (!cidr.ok()) KPXD_FAIL << "--vip-local-routes: " << cidr.status().message();
+    opts.uring.vip_local_routes.push_back(*cidr);
+  }
   opts.uring.workers = FLAGS_workers;
   opts.uring.algorithm = *algorithm;
   opts.uring.connect_timeout = DurationFlag("connect-timeout", FLAGS_connect_timeout);
