@@ -16,16 +16,6 @@ using V = std::map<uint32_t, uint64_t>;
 
 class LbForwardTest : public LbTest {};
 
-kpx_ct_key CtKey(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport) {
-  kpx_ct_key k{};
-  k.saddr = saddr;
-  k.daddr = daddr;
-  k.sport = htons(sport);
-  k.dport = htons(dport);
-  k.proto = 6;
-  return k;
-}
-
 TEST_P(LbForwardTest, SynIsDnatedToMaglevBackendWithValidChecksums) {
   SetUpBasicWorld(lb());
   TcpSpec syn = ToVip(40000, kSyn);
@@ -44,7 +34,7 @@ TEST_P(LbForwardTest, SynIsDnatedToMaglevBackendWithValidChecksums) {
 
   // The half-open reverse entry points at that backend (lb_half_open_test
   // follows the rest of the handshake).
-  kpx_ct_key rk = CtKey(kBackendAddr[be], kClient, kBackendPort, 40000);
+  kpx_ct_key rk = CtKeyOf(kBackendAddr[be], kClient, kBackendPort, 40000);
   kpx_ct_entry re{};
   ASSERT_EQ(bpf_map_lookup_elem(lb().ct_syn_fd(), &rk, &re), 0);
   EXPECT_EQ(re.flags, KPX_CT_F_REPLY);
@@ -124,7 +114,7 @@ TEST_P(LbForwardTest, ReplyFromBackendIsReverseNatedToVip) {
 
   // The first reply marks the flow as answered (the forward entry it adds
   // to kpx_ct_syn carries the mark to kpx_ct with the client's ACK).
-  kpx_ct_key fk = CtKey(kClient, kVip, 40003, kVipPort);
+  kpx_ct_key fk = CtKeyOf(kClient, kVip, 40003, kVipPort);
   kpx_ct_entry fe{};
   ASSERT_EQ(bpf_map_lookup_elem(lb().ct_syn_fd(), &fk, &fe), 0);
   EXPECT_EQ(fe.flags & KPX_CT_F_SEEN_REPLY, KPX_CT_F_SEEN_REPLY);
@@ -163,11 +153,11 @@ TEST_P(LbForwardTest, MidFlowPacketWithoutConntrackIsRepickedAndTracked) {
   ack.payload.assign(50, 'a');
   Step("ack", BuildTcp(ack),
        {Action::kPass, BuildTcp(Dnat(ack, be)), V{{KPX_V_NEW_FLOW, 1}, {KPX_V_PASS_STACK, 1}}});
-  kpx_ct_key fk = CtKey(kClient, kVip, 40004, kVipPort);
+  kpx_ct_key fk = CtKeyOf(kClient, kVip, 40004, kVipPort);
   kpx_ct_entry fe{};
   ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &fk, &fe), 0);
   EXPECT_EQ(fe.backend_id, be);
-  kpx_ct_key rk = CtKey(kBackendAddr[be], kClient, kBackendPort, 40004);
+  kpx_ct_key rk = CtKeyOf(kBackendAddr[be], kClient, kBackendPort, 40004);
   kpx_ct_entry re{};
   ASSERT_EQ(bpf_map_lookup_elem(lb().ct_fd(), &rk, &re), 0);
   EXPECT_EQ(re.flags & KPX_CT_F_REPLY, KPX_CT_F_REPLY);
