@@ -658,10 +658,20 @@ absl::Status RunLive(const XdpOptions& opt, Context& ctx, XdpLab& lab, Bench& be
           auto after_v = bench.Verdicts();
           if (before_v.ok() && after_v.ok()) {
             uint64_t got = (*after_v)[want[p]] - (*before_v)[want[p]];
-            if (got < runs) {
+            // Live frames share the maps with the kernel's own timing: a CI
+            // run once saw 514 of 516 first replies take the path (its
+            // half-open entries are in an LRU). Up to 1% elsewhere is kept
+            // and said (the verdict counts are in the results); more means
+            // the path measured is not the one named.
+            if (got < runs && (runs - got) * 100 > runs) {
               st = absl::InternalError(
                   absl::StrCat("live ", paths[p], ": ", runs, " runs but only ", got, " x ", kVerdictNames[want[p]]));
               break;
+            }
+            if (got < runs) {
+              ctx.report->AddNote(absl::StrCat("xdp live ", paths[p], ": ", runs - got, " of ", runs,
+                                               " frames took another verdict than ", kVerdictNames[want[p]],
+                                               " (extra.verdicts has the counts)"));
             }
             for (size_t v = 0; v < before_v->size(); ++v) {
               uint64_t d = (*after_v)[v] - (*before_v)[v];
