@@ -1,8 +1,9 @@
-// Manifest decoding. yaml-cpp parses YAML and JSON alike and marks every node
-// with its line, which is what lets errors name "svc.yaml:14: default/web:
-// spec.ports[1].port". nlohmann::json only steps in for JSON that yaml-cpp
-// rejects (surrogate pairs, long keys); those nodes carry no line, so their
-// errors name the document instead.
+// Manifest decoding. libyaml (controller/yaml_tree.h) parses YAML and JSON
+// alike and marks every node with its line, which is what lets errors name
+// "svc.yaml:14: default/web: spec.ports[1].port". nlohmann::json only steps
+// in for JSON that libyaml rejects (YAML 1.1: surrogate pairs, long keys, tab
+// indentation); those nodes carry no line, so their errors name the document
+// instead.
 #include "controller/manifest_parser.h"
 
 #include <arpa/inet.h>
@@ -21,7 +22,6 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <yaml-cpp/exceptions.h>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -696,21 +696,11 @@ absl::StatusOr<std::vector<Node>> LoadJson(absl::string_view content, absl::stri
 }
 
 absl::StatusOr<std::vector<Node>> LoadDocuments(absl::string_view content, absl::string_view file) {
-  try {
-    absl::StatusOr<std::vector<Node>> docs = ParseYamlDocuments(content, file);
-    if (docs.ok() || !LooksLikeJson(content)) return docs;
-    return LoadJson(content, file);
-  } catch (const YAML::Exception& e) {
-    // yaml-cpp turns down some valid JSON; only a JSON parser can tell.
-    if (LooksLikeJson(content)) return LoadJson(content, file);
-    if (e.mark.line >= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(file, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
-    }
-    return absl::InvalidArgumentError(absl::StrCat(file, ": invalid YAML: ", e.msg));
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file, ": cannot parse: ", e.what()));
-  }
+  absl::StatusOr<std::vector<Node>> docs = ParseYamlDocuments(content, file);
+  // libyaml (YAML 1.1) turns down some valid JSON (e.g. a tab before a
+  // value); only a JSON parser can tell.
+  if (docs.ok() || !LooksLikeJson(content)) return docs;
+  return LoadJson(content, file);
 }
 
 }  // namespace
@@ -721,7 +711,7 @@ absl::StatusOr<ParseResult> ParseManifest(std::string_view content_in,
   const absl::string_view content(content_in.data(), content_in.size());
   const absl::string_view filename(filename_in.data(), filename_in.size());
   // Everything decoded ends up in JSON (kpxctl, admin API, status file),
-  // which must be UTF-8. Checking the bytes suffices: yaml-cpp refuses
+  // which must be UTF-8. Checking the bytes suffices: libyaml refuses
   // escapes of surrogates or past U+10FFFF, nlohmann::json likewise.
   if (const size_t valid = Utf8ValidPrefix(content); valid != content.size()) {
     const auto line = 1 + std::count(content.begin(), content.begin() + valid, '\n');
@@ -736,8 +726,8 @@ absl::StatusOr<ParseResult> ParseManifest(std::string_view content_in,
   try {
     for (size_t i = 0; i < docs.size(); ++i) decoder.Document(docs[i], static_cast<int>(i));
   } catch (const std::exception& e) {
-    // yaml-cpp throws from node accessors on misuse; a bug here must still
-    // cost one file, not the daemon.
+    // A bug in the decoder (a throwing std:: call) must still cost one
+    // file, not the daemon.
     return absl::InternalError(absl::StrCat(filename, ": decoding failed: ", e.what()));
   }
   KPX_RETURN_IF_ERROR(decoder.Finish());

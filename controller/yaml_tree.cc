@@ -1,16 +1,12 @@
 #include "controller/yaml_tree.h"
 
-#include <sstream>
+#include <yaml.h>
 
-#include <yaml-cpp/eventhandler.h>
-#include <yaml-cpp/exceptions.h>
-#include <yaml-cpp/parser.h>
+#include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 
 namespace kpx::controller {
 
@@ -97,45 +93,56 @@ void YamlNode::Insert(YamlNode key, YamlNode value) {
 
 namespace {
 
-// One document's tree from the parser's events. Anchored nodes are shared
-// (as yaml-cpp's own builder does); an alias to a node that is still open,
-// i.e. one that contains the alias, is refused: it would make a cycle.
-class TreeBuilder : public YAML::EventHandler {
- public:
-  void OnDocumentStart(const YAML::Mark& mark) override { doc_mark_ = mark; }
-  void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
-    Add(YamlNode::Null(mark), anchor);
-  }
-  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
-    if (anchor == 0 || anchor > anchors_.size() || !anchors_[anchor - 1].IsDefined()) {
-      throw YAML::ParserException(mark, "alias to an unknown anchor");
-    }
-    const YamlNode& target = anchors_[anchor - 1];
-    for (const Frame& f : stack_) {
-      if (f.node.id() == target.id()) {
-        throw YAML::ParserException(mark, "alias to a node that contains it");
-      }
-    }
-    Add(target, 0);
-  }
-  void OnScalar(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t anchor,
-                const std::string& value) override {
-    Add(YamlNode::Scalar(value, mark), anchor);
-  }
-  void OnSequenceStart(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t anchor,
-                       YAML::EmitterStyle::value) override {
-    Open(YamlNode::Sequence(mark), anchor);
-  }
-  void OnSequenceEnd() override { Close(); }
-  void OnMapStart(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t anchor,
-                  YAML::EmitterStyle::value) override {
-    Open(YamlNode::Map(mark), anchor);
-  }
-  void OnMapEnd() override { Close(); }
+YAML::Mark MarkOf(const yaml_mark_t& m) {
+  YAML::Mark mark;
+  mark.pos = static_cast<int>(m.index);
+  mark.line = static_cast<int>(m.line);
+  mark.column = static_cast<int>(m.column);
+  return mark;
+}
 
-  const YAML::Mark& doc_mark() const { return doc_mark_; }
-  YamlNode root() const { return root_; }
+absl::string_view AnchorOf(const yaml_char_t* anchor) {
+  return anchor == nullptr ? absl::string_view() : reinterpret_cast<const char*>(anchor);
+}
+
+// The scalars YAML's core schema reads as null when written plain and
+// untagged (the same set yaml-cpp turns into null nodes).
+bool IsPlainNull(const yaml_event_t& ev) {
+  if (ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE || ev.data.scalar.tag != nullptr) {
+    return false;
+  }
+  const absl::string_view v(reinterpret_cast<const char*>(ev.data.scalar.value),
+                            ev.data.scalar.length);
+  return v.empty() || v == "~" || v == "null" || v == "Null" || v == "NULL";
+}
+
+// libyaml's parser with the tree built from its events: one pass, no
+// intermediate document object. Anchored nodes are shared; an alias to a node
+// that is still open (one that contains the alias) is refused: it would make a
+// cycle.
+class TreeBuilder {
+ public:
+  TreeBuilder(absl::string_view content, absl::string_view file) : content_(content), file_(file) {
+    yaml_parser_initialize(&parser_);
+    yaml_parser_set_input_string(&parser_, reinterpret_cast<const unsigned char*>(content.data()),
+                                 content.size());
+  }
+  ~TreeBuilder() { yaml_parser_delete(&parser_); }
+  TreeBuilder(const TreeBuilder&) = delete;
+  TreeBuilder& operator=(const TreeBuilder&) = delete;
+
+  absl::StatusOr<std::vector<YamlNode>> Run() {
+    std::vector<YamlNode> docs;
+    for (;;) {
+      yaml_event_t ev;
+      if (!yaml_parser_parse(&parser_, &ev)) return SyntaxError();
+      absl::Status st = Handle(ev, &docs);
+      const bool end = ev.type == YAML_STREAM_END_EVENT;
+      yaml_event_delete(&ev);
+      if (!st.ok()) return st;
+      if (end) return docs;
+    }
+  }
 
  private:
   struct Frame {
@@ -144,24 +151,70 @@ class TreeBuilder : public YAML::EventHandler {
     bool has_key = false;
   };
 
-  void Register(const YamlNode& node, YAML::anchor_t anchor) {
-    if (anchor == 0) return;
-    if (anchors_.size() < anchor) anchors_.resize(anchor);
-    anchors_[anchor - 1] = node;
+  absl::Status Handle(const yaml_event_t& ev, std::vector<YamlNode>* docs) {
+    const YAML::Mark mark = MarkOf(ev.start_mark);
+    switch (ev.type) {
+      case YAML_DOCUMENT_START_EVENT:
+        root_ = YamlNode();
+        stack_.clear();
+        anchors_.clear();  // anchors do not cross documents
+        return absl::OkStatus();
+      case YAML_DOCUMENT_END_EVENT:
+        docs->push_back(root_.IsDefined() ? root_ : YamlNode::Null(mark));
+        return absl::OkStatus();
+      case YAML_SCALAR_EVENT: {
+        YamlNode node = IsPlainNull(ev)
+                            ? YamlNode::Null(mark)
+                            : YamlNode::Scalar(std::string(reinterpret_cast<const char*>(
+                                                               ev.data.scalar.value),
+                                                           ev.data.scalar.length),
+                                               mark);
+        Register(ev.data.scalar.anchor, node);
+        Attach(std::move(node));
+        return absl::OkStatus();
+      }
+      case YAML_ALIAS_EVENT: {
+        const auto it = anchors_.find(AnchorOf(ev.data.alias.anchor));
+        if (it == anchors_.end()) {
+          return Error(mark, absl::StrCat("alias *", AnchorOf(ev.data.alias.anchor),
+                                          " to an unknown anchor"));
+        }
+        for (const Frame& f : stack_) {
+          if (f.node.id() == it->second.id()) {
+            return Error(mark, absl::StrCat("alias *", it->first, " to a node that contains it"));
+          }
+        }
+        Attach(it->second);
+        return absl::OkStatus();
+      }
+      case YAML_SEQUENCE_START_EVENT:
+        return Open(YamlNode::Sequence(mark), ev.data.sequence_start.anchor, mark);
+      case YAML_MAPPING_START_EVENT:
+        return Open(YamlNode::Map(mark), ev.data.mapping_start.anchor, mark);
+      case YAML_SEQUENCE_END_EVENT:
+      case YAML_MAPPING_END_EVENT:
+        Close();
+        return absl::OkStatus();
+      default:  // stream start/end, no-op
+        return absl::OkStatus();
+    }
   }
-  void Add(YamlNode node, YAML::anchor_t anchor) {
-    Register(node, anchor);
-    Attach(std::move(node));
+
+  void Register(const yaml_char_t* anchor, const YamlNode& node) {
+    if (anchor != nullptr) anchors_[AnchorOf(anchor)] = node;  // a redefinition wins
   }
-  void Open(YamlNode node, YAML::anchor_t anchor) {
-    Register(node, anchor);
+  absl::Status Open(YamlNode node, const yaml_char_t* anchor, const YAML::Mark& mark) {
+    if (stack_.size() >= kMaxYamlDepth) {
+      return Error(mark, absl::StrCat("nested deeper than ", kMaxYamlDepth, " levels"));
+    }
+    Register(anchor, node);
     stack_.push_back(Frame{std::move(node), YamlNode(), false});
+    return absl::OkStatus();
   }
   void Close() {
     if (stack_.empty()) return;
     Frame f = std::move(stack_.back());
     stack_.pop_back();
-    if (f.has_key) f.node.Insert(std::move(f.key), YamlNode::Null());  // "key:" with nothing
     Attach(std::move(f.node));
   }
   void Attach(YamlNode node) {
@@ -182,54 +235,50 @@ class TreeBuilder : public YAML::EventHandler {
     }
   }
 
-  YAML::Mark doc_mark_ = YAML::Mark::null_mark();
+  absl::Status Error(const YAML::Mark& mark, absl::string_view why) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_, ":", mark.line + 1, ": invalid YAML: ", why));
+  }
+  // libyaml's own words: the problem, where it was, and what it was parsing
+  // ("did not find expected ',' or '}' (while parsing a flow mapping started
+  // at line 3)").
+  absl::Status SyntaxError() const {
+    if (parser_.error == YAML_MEMORY_ERROR) {
+      return absl::ResourceExhaustedError(absl::StrCat(file_, ": out of memory parsing YAML"));
+    }
+    std::string why = parser_.problem != nullptr ? parser_.problem : "syntax error";
+    if (parser_.problem_value != -1 && parser_.error == YAML_READER_ERROR) {
+      absl::StrAppend(&why, " (byte 0x", absl::Hex(parser_.problem_value, absl::kZeroPad2), ")");
+    }
+    if (parser_.context != nullptr) {
+      absl::StrAppend(&why, " (", parser_.context, " started at line ",
+                      parser_.context_mark.line + 1, ")");
+    }
+    const size_t at = parser_.error == YAML_READER_ERROR
+                          ? parser_.problem_offset
+                          : parser_.problem_mark.index;
+    YAML::Mark mark = MarkOf(parser_.problem_mark);
+    if (parser_.error == YAML_READER_ERROR) {
+      mark.line = static_cast<int>(
+          std::count(content_.begin(), content_.begin() + std::min(at, content_.size()), '\n'));
+    }
+    return Error(mark, why);
+  }
+
+  absl::string_view content_;
+  absl::string_view file_;
+  yaml_parser_t parser_;
   YamlNode root_;
   std::vector<Frame> stack_;
-  std::vector<YamlNode> anchors_;
+  absl::flat_hash_map<std::string, YamlNode> anchors_;
 };
-
-}  // namespace
-
-namespace {
-
-// A quoted excerpt for messages.
-std::string QuoteText(absl::string_view v) {
-  constexpr size_t kMax = 64;
-  return absl::StrCat("\"", absl::CHexEscape(v.substr(0, kMax)), v.size() > kMax ? "...\"" : "\"");
-}
-
-bool StartsDocument(absl::string_view content, int pos) {
-  if (pos < 0 || static_cast<size_t>(pos) >= content.size()) return false;
-  const absl::string_view rest = content.substr(pos);
-  if (absl::StartsWith(rest, "---") || absl::StartsWith(rest, "%")) return true;
-  return absl::EndsWith(absl::StripTrailingAsciiWhitespace(content.substr(0, pos)), "...");
-}
 
 }  // namespace
 
 absl::StatusOr<std::vector<YamlNode>> ParseYamlDocuments(absl::string_view content,
                                                          absl::string_view file) {
-  std::istringstream in{std::string(content)};
-  YAML::Parser parser(in);
-  std::vector<YamlNode> docs;
-  int last_pos = -1;
-  for (int doc = 0;; ++doc) {
-    TreeBuilder builder;
-    if (!parser.HandleNextDocument(builder)) return docs;
-    // yaml-cpp 0.7 reports empty documents forever, consuming nothing, after
-    // some malformed input (a stray "}"): every real document after the first
-    // starts at a "---" (or follows "..."), further on than the one before.
-    const YAML::Mark& mark = builder.doc_mark();
-    if (doc > 0 && (mark.pos <= last_pos || !StartsDocument(content, mark.pos))) {
-      absl::string_view text = content.substr(std::min<size_t>(mark.pos, content.size()));
-      text = text.substr(0, text.find('\n'));
-      return absl::InvalidArgumentError(
-          absl::StrCat(file, ":", mark.line + 1, ": invalid YAML: unexpected ", QuoteText(text),
-                       " after the end of a document (a new document starts with \"---\")"));
-    }
-    last_pos = mark.pos;
-    docs.push_back(builder.root());
-  }
+  TreeBuilder builder(content, file);
+  return builder.Run();
 }
 
 }  // namespace kpx::controller

@@ -96,14 +96,18 @@ TEST(ManifestParserTest, DocumentEndMarkerSeparatesDocuments) {
 kind: Service
 metadata: {name: a}
 ...
+---
 apiVersion: v1
 kind: Service
 metadata: {name: b}
 )");
   ASSERT_THAT(r.objects.services, SizeIs(2));
   EXPECT_EQ(r.objects.services[1].meta.id.name, "b");
-  EXPECT_EQ(r.objects.services[1].meta.source.line, 5);
+  EXPECT_EQ(r.objects.services[1].meta.source.line, 6);
   EXPECT_EQ(r.objects.services[1].meta.source.document, 1);
+  // YAML 1.1 (libyaml) wants a "---" after "..." before the next document.
+  EXPECT_EQ(ErrorOf("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n...\nkind: Service\n"),
+            "svc.yaml:5: invalid YAML: did not find expected <document start>");
 }
 
 TEST(ManifestParserTest, EmptyFileHasNoObjects) {
@@ -667,17 +671,18 @@ INSTANTIATE_TEST_SUITE_P(
                      "    protocol: TCP\n  - name: http\n    protocol: TCP\n    port: http\n"),
                  "svc.yaml:14: default/web: spec.ports[1].port: \"http\" is not a port number"},
         BadInput{"YamlSyntax", "apiVersion: v1\nkind: Service\nmetadata: {name: web\n",
-                 "svc.yaml:4: invalid YAML: end of map flow not found"},
+                 "svc.yaml:4: invalid YAML: did not find expected ',' or '}' (while parsing a flow "
+                 "mapping started at line 3)"},
         BadInput{"YamlBadIndent", "apiVersion: v1\nkind: Service\n metadata: x\n",
-                 "svc.yaml:3: invalid YAML: illegal map value"},
+                 "svc.yaml:3: invalid YAML: mapping values are not allowed in this context"},
         BadInput{"JsonSyntax",
                  "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"Service\"\n  \"metadata\": {}\n}\n",
                  "svc.yaml:4: invalid JSON: syntax error while parsing object - unexpected "
                  "string literal; expected '}'"},
-        // yaml-cpp 0.7's LoadAll loops forever on these (jbeder/yaml-cpp#1319).
+        // yaml-cpp 0.7's LoadAll looped forever on these (jbeder/yaml-cpp#1319).
         BadInput{"YamlCppLoopingInput", ",\n",
-                 "svc.yaml:1: invalid YAML: unexpected \",\" after the end of a document (a new "
-                 "document starts with \"---\")"},
+                 "svc.yaml:1: invalid YAML: did not find expected node content (while parsing a "
+                 "block node started at line 1)"},
         BadInput{"YamlCppLoopingJson", "{\"a\": 1,\n \"kind\":} \"List\",\n \"x\": 2\n}\n",
                  "svc.yaml:2: invalid JSON: syntax error while parsing value - unexpected '}'; "
                  "expected '[', '{', or a literal"},
