@@ -64,28 +64,36 @@ std::vector<uint32_t> BuildMaglevTable(absl::Span<const MaglevBackend> backends,
     return a.key != b.key ? a.key < b.key : a.id < b.id;
   });
   const size_t n = sorted.size();
-  std::vector<uint64_t> next(n);  // current position in each backend's permutation
-  std::vector<uint64_t> skip(n);
+  // Positions and skips are < m, so stepping is an add and a conditional
+  // subtract: the populate loop probes ~M ln M times (the last backends
+  // search long for a free slot), and a 64-bit modulo per probe was most of
+  // a 10k-Service cold start's table building.
+  std::vector<uint32_t> next(n);  // current position in each backend's permutation
+  std::vector<uint32_t> skip(n);
   for (size_t i = 0; i < n; ++i) {
-    next[i] = Hash1(sorted[i].key) % m;
-    skip[i] = m == 1 ? 1 : Hash2(sorted[i].key) % (m - 1) + 1;
+    next[i] = static_cast<uint32_t>(Hash1(sorted[i].key) % m);
+    uint64_t sk = m == 1 ? 1 : Hash2(sorted[i].key) % (m - 1) + 1;
     // For prime M every skip in [1, M-1] is coprime; for others, make it so,
     // or the permutation would revisit slots forever.
-    while (std::gcd(skip[i], static_cast<uint64_t>(m)) != 1) skip[i] = skip[i] % m + 1;
+    while (std::gcd(sk, static_cast<uint64_t>(m)) != 1) sk = sk % m + 1;
+    skip[i] = static_cast<uint32_t>(sk % m);
   }
-  constexpr uint32_t kEmpty = 0xffffffffu;
-  std::vector<uint32_t> table(m, kEmpty);
-  std::vector<bool> filled(m, false);
+  std::vector<uint32_t> table(m);
+  std::vector<uint8_t> filled(m, 0);  // not vector<bool>: a byte load per probe
+  auto step = [m](uint32_t c, uint32_t s) {
+    const uint64_t d = uint64_t{c} + s;
+    return static_cast<uint32_t>(d >= m ? d - m : d);
+  };
   uint32_t count = 0;
   // Each pass gives every backend its next preferred free slot. A backend's
   // permutation visits all M slots, so each inner search ends.
   while (true) {
     for (size_t i = 0; i < n; ++i) {
-      uint64_t c = next[i];
-      while (filled[c]) c = (c + skip[i]) % m;
-      filled[c] = true;
+      uint32_t c = next[i];
+      while (filled[c]) c = step(c, skip[i]);
+      filled[c] = 1;
       table[c] = sorted[i].id;
-      next[i] = (c + skip[i]) % m;
+      next[i] = step(c, skip[i]);
       if (++count == m) return table;
     }
   }
