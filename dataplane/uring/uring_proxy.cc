@@ -196,11 +196,24 @@ absl::Status UringProxy::Apply(const controller::TableDiff& diff) {
     if (s.ok()) return;
     if (failed++ == 0) first = std::move(s);
   };
-  std::vector<PendingAck> acks;
-  batch_ = &acks;
+  std::vector<std::vector<std::function<void()>>> batch(workers_.size());
+  batch_ = &batch;
   for (const controller::FrontendKey& key : diff.removals) note(RemoveLocked(key));
   for (const controller::ServiceRule& rule : diff.upserts) note(UpsertLocked(rule));
   batch_ = nullptr;
+  // A worker runs its commands in the order given, so removals still come
+  // before upserts of the same frontend.
+  std::vector<PendingAck> acks;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].empty()) continue;
+    auto done = std::make_shared<absl::Notification>();
+    const size_t n = batch[i].size();
+    workers_[i]->Post([cmds = std::move(batch[i]), done] {
+      for (const std::function<void()>& fn : cmds) fn();
+      done->Notify();
+    });
+    acks.push_back({absl::StrCat("apply (", n, " listener changes)"), static_cast<int>(i), std::move(done)});
+  }
   note(WaitForAcks(acks));
   if (failed > 1) {
     return absl::Status(first.code(), absl::StrCat(first.message(), " (and ", failed - 1,
@@ -304,6 +317,10 @@ void UringProxy::ReleaseVipLocked(Frontend& fe) {
 
 absl::Status UringProxy::OnAllWorkers(const std::string& what,
                                       const std::function<std::function<void()>(int)>& make) {
+  if (batch_ != nullptr) {
+    for (size_t i = 0; i < workers_.size(); ++i) (*batch_)[i].push_back(make(static_cast<int>(i)));
+    return absl::OkStatus();
+  }
   std::vector<std::shared_ptr<absl::Notification>> done;
   for (size_t i = 0; i < workers_.size(); ++i) {
     auto d = std::make_shared<absl::Notification>();
@@ -314,9 +331,8 @@ absl::Status UringProxy::OnAllWorkers(const std::string& what,
     done.push_back(std::move(d));
   }
   std::vector<PendingAck> acks;
-  std::vector<PendingAck>* into = batch_ != nullptr ? batch_ : &acks;
-  for (size_t i = 0; i < done.size(); ++i) into->push_back({what, static_cast<int>(i), std::move(done[i])});
-  return batch_ != nullptr ? absl::OkStatus() : WaitForAcks(acks);
+  for (size_t i = 0; i < done.size(); ++i) acks.push_back({what, static_cast<int>(i), std::move(done[i])});
+  return WaitForAcks(acks);
 }
 
 absl::Status UringProxy::WaitForAcks(const std::vector<PendingAck>& acks) {

@@ -251,6 +251,7 @@ class Worker {
   std::deque<Starved> starved_;
 
   std::vector<Listener> listeners_;
+  std::vector<uint32_t> free_listeners_;  // slots of listeners_ not in use
   absl::flat_hash_map<controller::FrontendKey, uint32_t> listener_by_key_;
 };
 
