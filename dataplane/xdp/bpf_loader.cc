@@ -95,11 +95,8 @@ void PrepareMaps(bpf_object* obj, const MapSizes& sizes, bool pinned_load) {
   bpf_object__for_each_map(map, obj) {
     const char* path = bpf_map__pin_path(map);
     if (path == nullptr) continue;  // internal maps (.rodata, .bss)
-    if (!pinned_load) {
-      bpf_map__set_pin_path(map, nullptr);
-      continue;
-    }
-    if (int fd = bpf_obj_get(path); fd >= 0) {
+    if (!pinned_load) bpf_map__set_pin_path(map, nullptr);
+    if (int fd = pinned_load ? bpf_obj_get(path) : -1; fd >= 0) {
       UniqueFd pinned(fd);
       bpf_map_info info{};
       uint32_t len = sizeof(info);
@@ -176,16 +173,30 @@ absl::StatusOr<std::unique_ptr<BpfPrograms>> BpfPrograms::Load(const std::string
   return p;
 }
 
-absl::Status BpfPrograms::ProbeLoad() {
+absl::Status BpfPrograms::ProbeLoad(std::vector<std::pair<std::string, uint32_t>>* created) {
   LogCapture log;
-  MapSizes tiny{.frontends = 16, .backends = 16, .services = 16, .conntrack = 16, .affinity = 16};
+  // Every sized map tiny: the probe only asks whether the programs verify
+  // and load here. (Until this was applied, the probe created the maps at
+  // their full sizes: a 524288-entry conntrack LRU and the per-CPU stats,
+  // ~0.16 s of every eBPF start, thrown away at once.)
+  const MapSizes tiny{.frontends = 16, .backends = 16, .services = 16, .maglev_chunks = 1,
+                      .conntrack = 16, .conntrack_syn = 16, .affinity = 16};
+  auto record = [created](bpf_object* obj) {
+    if (created == nullptr) return;
+    bpf_map* map;
+    bpf_object__for_each_map(map, obj) {
+      created->emplace_back(bpf_map__name(map), bpf_map__max_entries(map));
+    }
+  };
   // Unpinned: pin_root_path unset and every pin path cleared in PrepareMaps,
   // so the probe can never touch a running kpxd's maps.
   absl::StatusOr<::kpx_xdp*> xdp = OpenAndLoad<::kpx_xdp>("kpx_xdp", "", tiny, log);
   if (!xdp.ok()) return xdp.status();
+  record((*xdp)->obj);
   ::kpx_xdp::destroy(*xdp);
   absl::StatusOr<::kpx_tc*> tc = OpenAndLoad<::kpx_tc>("kpx_tc", "", tiny, log);
   if (!tc.ok()) return tc.status();
+  record((*tc)->obj);
   ::kpx_tc::destroy(*tc);
   return absl::OkStatus();
 }
@@ -206,7 +217,9 @@ absl::StatusOr<std::unique_ptr<BpfPrograms>> BpfPrograms::Load(const std::string
   return absl::UnimplementedError("kpx was built without its BPF programs (KPX_BUILD_BPF=OFF): no XDP dataplane");
 }
 
-absl::Status BpfPrograms::ProbeLoad() { return Load("", {}).status(); }
+absl::Status BpfPrograms::ProbeLoad(std::vector<std::pair<std::string, uint32_t>>*) {
+  return Load("", {}).status();
+}
 
 BpfPrograms::~BpfPrograms() = default;
 int BpfPrograms::xdp_prog_fd() const { return -1; }

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -38,7 +40,8 @@ class BpfPrograms {
 
   // Loads both objects with tiny, unpinned maps and unloads them: whether
   // this kernel, these privileges and this build can run the XDP dataplane.
-  static absl::Status ProbeLoad();
+  // `created` (tests) receives each map's name and max_entries.
+  static absl::Status ProbeLoad(std::vector<std::pair<std::string, uint32_t>>* created = nullptr);
 
   // Closes our references only: pinned maps and attached programs stay.
   ~BpfPrograms();

@@ -6,7 +6,11 @@
 
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "dataplane/xdp/bpf_loader.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/bpf/lb_fixture.h"
 #include "tests/testlib/testlib.h"
@@ -25,6 +29,27 @@ uint32_t MapId(bpf_object* obj, const char* name) {
   bpf_map* m = bpf_object__find_map_by_name(obj, name);
   if (m == nullptr || bpf_obj_get_info_by_fd(bpf_map__fd(m), &info, &len) != 0) return 0;
   return info.id;
+}
+
+// kpxd's --dataplane=auto|xdp probe loads both objects and throws them away:
+// its maps must be tiny (a full-size probe cost ~0.16 s of every start in
+// map preallocation) and never pinned.
+TEST(LbLoad, ProbeLoadUsesTinyUnpinnedMaps) {
+  if (std::string why = kpx::testing::MissingRootReason(); !why.empty()) GTEST_SKIP() << why;
+  std::vector<std::pair<std::string, uint32_t>> created;
+  ASSERT_TRUE(xdp::BpfPrograms::ProbeLoad(&created).ok());
+  int sized = 0;
+  for (const auto& [name, entries] : created) {
+    if (name == "kpx_maglev") {
+      EXPECT_LE(entries, 1u) << name;
+      ++sized;
+    } else if (name == "kpx_services" || name == "kpx_backends" || name == "kpx_svc_stats" ||
+               name == "kpx_ct" || name == "kpx_ct_syn" || name == "kpx_affinity") {
+      EXPECT_LE(entries, 16u) << name;
+      ++sized;
+    }
+  }
+  EXPECT_EQ(sized, 14) << "7 sized maps in each of the two objects";
 }
 
 TEST(LbLoad, BothProgramsVerifyAndReportInstructionCounts) {
