@@ -254,13 +254,10 @@ class TreeBuilder {
       absl::StrAppend(&why, " (", parser_.context, " started at line ",
                       parser_.context_mark.line + 1, ")");
     }
-    const size_t at = parser_.error == YAML_READER_ERROR
-                          ? parser_.problem_offset
-                          : parser_.problem_mark.index;
     YAML::Mark mark = MarkOf(parser_.problem_mark);
-    if (parser_.error == YAML_READER_ERROR) {
-      mark.line = static_cast<int>(
-          std::count(content_.begin(), content_.begin() + std::min(at, content_.size()), '\n'));
+    if (parser_.error == YAML_READER_ERROR) {  // the reader gives a byte offset, no mark
+      const size_t at = std::min(parser_.problem_offset, content_.size());
+      mark.line = static_cast<int>(std::count(content_.begin(), content_.begin() + at, '\n'));
     }
     return Error(mark, why);
   }

@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "controller/base/status_macros.h"
 #include "dataplane/uring/worker.h"
 
@@ -203,18 +204,7 @@ absl::Status UringProxy::Apply(const controller::TableDiff& diff) {
   batch_ = nullptr;
   // A worker runs its commands in the order given, so removals still come
   // before upserts of the same frontend.
-  std::vector<PendingAck> acks;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (batch[i].empty()) continue;
-    auto done = std::make_shared<absl::Notification>();
-    const size_t n = batch[i].size();
-    workers_[i]->Post([cmds = std::move(batch[i]), done] {
-      for (const std::function<void()>& fn : cmds) fn();
-      done->Notify();
-    });
-    acks.push_back({absl::StrCat("apply (", n, " listener changes)"), static_cast<int>(i), std::move(done)});
-  }
-  note(WaitForAcks(acks));
+  note(PostAndWait(std::move(batch), "apply"));
   if (failed > 1) {
     return absl::Status(first.code(), absl::StrCat(first.message(), " (and ", failed - 1,
                                                    " more failed operations)"));
@@ -317,30 +307,36 @@ void UringProxy::ReleaseVipLocked(Frontend& fe) {
 
 absl::Status UringProxy::OnAllWorkers(const std::string& what,
                                       const std::function<std::function<void()>(int)>& make) {
-  if (batch_ != nullptr) {
-    for (size_t i = 0; i < workers_.size(); ++i) (*batch_)[i].push_back(make(static_cast<int>(i)));
-    return absl::OkStatus();
-  }
-  std::vector<std::shared_ptr<absl::Notification>> done;
-  for (size_t i = 0; i < workers_.size(); ++i) {
-    auto d = std::make_shared<absl::Notification>();
-    workers_[i]->Post([fn = make(static_cast<int>(i)), d] {
-      fn();
-      d->Notify();
-    });
-    done.push_back(std::move(d));
-  }
-  std::vector<PendingAck> acks;
-  for (size_t i = 0; i < done.size(); ++i) acks.push_back({what, static_cast<int>(i), std::move(done[i])});
-  return WaitForAcks(acks);
+  const bool batched = batch_ != nullptr;
+  std::vector<std::vector<std::function<void()>>> now(batched ? 0 : workers_.size());
+  auto& into = batched ? *batch_ : now;
+  for (size_t i = 0; i < workers_.size(); ++i) into[i].push_back(make(static_cast<int>(i)));
+  return batched ? absl::OkStatus() : PostAndWait(std::move(now), what);
 }
 
-absl::Status UringProxy::WaitForAcks(const std::vector<PendingAck>& acks) {
+absl::Status UringProxy::PostAndWait(std::vector<std::vector<std::function<void()>>> batch,
+                                     absl::string_view what) {
+  struct Pending {
+    size_t worker;
+    size_t commands;
+    std::shared_ptr<absl::Notification> done;
+  };
+  std::vector<Pending> pending;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].empty()) continue;
+    auto done = std::make_shared<absl::Notification>();
+    pending.push_back({i, batch[i].size(), done});
+    workers_[i]->Post([cmds = std::move(batch[i]), done] {
+      for (const std::function<void()>& fn : cmds) fn();
+      done->Notify();
+    });
+  }
   const absl::Time deadline = absl::Now() + kWorkerCommandTimeout;
-  for (const PendingAck& a : acks) {
-    if (!a.done->WaitForNotificationWithDeadline(deadline)) {
+  for (const Pending& p : pending) {
+    if (!p.done->WaitForNotificationWithDeadline(deadline)) {
       return absl::DeadlineExceededError(absl::StrCat(
-          a.what, ": worker ", a.worker, " did not respond within ", absl::FormatDuration(kWorkerCommandTimeout),
+          what, p.commands == 1 ? "" : absl::StrCat(" (", p.commands, " commands)"), ": worker ",
+          p.worker, " did not respond within ", absl::FormatDuration(kWorkerCommandTimeout),
           " (it will still apply the change when it does)"));
     }
   }

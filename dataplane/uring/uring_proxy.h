@@ -8,14 +8,15 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string_view>
 #include <vector>
 
 #include "absl/container/btree_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "dataplane/dataplane.h"
 #include "dataplane/uring/backend_picker.h"
@@ -95,15 +96,12 @@ class UringProxy final : public dataplane::Dataplane {
   absl::Status StopListeningLocked(Frontend& fe) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseVipLocked(Frontend& fe) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs make(i) on worker i, on all workers at once; waits for all of them,
-  // or, inside Apply, leaves the wait to the end of the diff (batch_).
+  // or, inside Apply, adds to batch_ (posted and waited for at the diff's end).
   absl::Status OnAllWorkers(const std::string& what, const std::function<std::function<void()>(int)>& make)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  struct PendingAck {
-    std::string what;
-    int worker = 0;
-    std::shared_ptr<absl::Notification> done;
-  };
-  absl::Status WaitForAcks(const std::vector<PendingAck>& acks);
+  // Posts batch[i] to worker i as one command (in order) and waits for all.
+  absl::Status PostAndWait(std::vector<std::vector<std::function<void()>>> batch,
+                           absl::string_view what);
 
   std::unique_ptr<WorkerContext> ctx_;
   std::unique_ptr<VipDevice> device_;

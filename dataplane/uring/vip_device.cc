@@ -2,7 +2,6 @@
 // deferred removal while connections drain, and cleanup.
 #include "dataplane/uring/vip_device.h"
 
-#include <arpa/inet.h>
 #include <glog/logging.h>
 
 #include <algorithm>
@@ -57,11 +56,8 @@ absl::StatusOr<std::unique_ptr<VipDevice>> VipDevice::Open(const std::string& na
 }
 
 bool VipDevice::InLocalRange(Ipv4 ip) const {
-  for (const xdp::Ipv4Cidr& r : local_ranges_) {
-    const uint32_t mask = r.prefix <= 0 ? 0u : r.prefix >= 32 ? ~0u : ~0u << (32 - r.prefix);
-    if ((ntohl(ip.be()) & mask) == (ntohl(r.addr.be()) & mask)) return true;
-  }
-  return false;
+  return std::any_of(local_ranges_.begin(), local_ranges_.end(),
+                     [ip](const xdp::Ipv4Cidr& r) { return r.Contains(ip); });
 }
 
 VipDevice::~VipDevice() { Close(); }

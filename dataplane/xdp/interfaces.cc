@@ -64,8 +64,7 @@ absl::StatusOr<Ipv4Cidr> ParseIpv4Cidr(const std::string& text) {
       prefix < 0 || prefix > 32) {
     return bad();
   }
-  const uint32_t mask = prefix == 0 ? 0 : ~0u << (32 - prefix);
-  return Ipv4Cidr{Ipv4::FromHost(ip->host() & mask), prefix};
+  return Ipv4Cidr{Ipv4::FromHost(ip->host() & Ipv4Cidr::HostMask(prefix)), prefix};
 }
 
 absl::StatusOr<PortRange> ParsePortRange(const std::string& text) {

@@ -31,6 +31,13 @@ struct Ipv4Cidr {
   Ipv4 addr;
   int prefix = 0;
   bool empty() const { return prefix == 0 && addr.IsUnspecified(); }
+  // The prefix's netmask in host byte order (0 for /0, all ones for /32).
+  static uint32_t HostMask(int prefix) {
+    return prefix <= 0 ? 0u : prefix >= 32 ? ~0u : ~0u << (32 - prefix);
+  }
+  bool Contains(Ipv4 ip) const {
+    return (ip.host() & HostMask(prefix)) == (addr.host() & HostMask(prefix));
+  }
 };
 absl::StatusOr<Ipv4Cidr> ParseIpv4Cidr(const std::string& text);
 

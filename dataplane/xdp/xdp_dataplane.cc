@@ -154,7 +154,7 @@ absl::Status XdpDataplane::Configure(const std::vector<NetInterface>& ifaces) {
   Ipv4 snat = options_.snat_address.value_or(node_addresses_.empty() ? Ipv4() : node_addresses_.front());
   config.snat_addr = snat.be();
   const int prefix = options_.cluster_cidr.prefix;
-  const uint32_t mask = prefix <= 0 ? 0 : htonl(prefix >= 32 ? ~0u : ~0u << (32 - prefix));
+  const uint32_t mask = htonl(Ipv4Cidr::HostMask(prefix));
   config.cluster_mask = mask;
   config.cluster_cidr = options_.cluster_cidr.addr.be() & mask;
   config.cluster_prefix = static_cast<uint32_t>(prefix);
