@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <thread>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -74,6 +75,18 @@ void SelectBackends(const ServiceRule& rule, std::vector<uint64_t>* keep, std::v
   }
   std::sort(keep->begin(), keep->end());
   std::sort(usable->begin(), usable->end());
+}
+
+// The Maglev table of `usable` (sorted AddrKeys) as indexes into it: the
+// same table BuildMaglevTable makes with the real ids, because keys are
+// distinct and decide the order, and ids only fill the slots.
+std::vector<uint32_t> IndexTable(const std::vector<uint64_t>& usable, uint32_t m) {
+  std::vector<MaglevBackend> entries;
+  entries.reserve(usable.size());
+  for (size_t i = 0; i < usable.size(); ++i) {
+    entries.push_back({static_cast<uint32_t>(i), MaglevKey(AddrKeyIp(usable[i]), AddrKeyPort(usable[i]))});
+  }
+  return BuildMaglevTable(entries, m);
 }
 
 }  // namespace
@@ -206,6 +219,31 @@ absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
   // instead of one per chunk as first fit runs out.
   uint64_t want = 0;
   for (const ServiceRule* r : rules) want += ChooseMaglevSize(r->backends.size(), options_.maglev_max_m);
+
+  // The tables are pure functions of the rules: build them on every CPU
+  // while this thread grows the pool (new chunk maps: the kernel allocates
+  // and charges their memory). Upsert then only maps indexes to ids.
+  std::vector<Prebuilt> built;
+  std::vector<std::thread> workers;
+  if (rules.size() >= options_.parallel_min) {
+    built.resize(rules.size());
+    const unsigned threads = std::max(1u, options_.build_threads != 0 ? options_.build_threads
+                                                                       : std::thread::hardware_concurrency());
+    const size_t per = (rules.size() + threads - 1) / threads;
+    const uint32_t max_m = options_.maglev_max_m;
+    for (size_t lo = 0; lo < rules.size(); lo += per) {
+      const size_t hi = std::min(rules.size(), lo + per);
+      workers.emplace_back([&rules, &built, lo, hi, max_m] {
+        for (size_t i = lo; i < hi; ++i) {
+          Prebuilt& b = built[i];
+          SelectBackends(*rules[i], &b.keep, &b.usable);
+          b.m = ChooseMaglevSize(b.usable.size(), max_m);
+          b.slots = IndexTable(b.usable, b.m);
+        }
+      });
+    }
+  }
+
   pool_.Reclaim(options_.now());
   const uint64_t free_slots = pool_.capacity_slots() - pool_.used_slots();
   absl::Status first;
@@ -215,6 +253,12 @@ absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
     first = GrowPool(static_cast<uint32_t>(std::min<uint64_t>(chunks, caps_.maglev_chunks)));
     if (!first.ok()) LOG(WARNING) << "xdp: growing the Maglev pool for " << rules.size() << " frontends: " << first;
   }
+  for (std::thread& t : workers) t.join();
+  absl::flat_hash_map<const ServiceRule*, Prebuilt> prebuilt;
+  prebuilt.reserve(built.size());
+  for (size_t i = 0; i < built.size(); ++i) prebuilt.emplace(rules[i], std::move(built[i]));
+  prebuilt_ = &prebuilt;
+
   Staged staged;
   staged_ = &staged;
   for (const ServiceRule* rule : rules) {
@@ -226,6 +270,7 @@ absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
     }
   }
   staged_ = nullptr;
+  prebuilt_ = nullptr;
   absl::Status f = FlushStaged(staged);
   return first.ok() ? f : first;
 }
@@ -325,8 +370,15 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
   // Staged writes only for frontends the programs cannot reach yet.
   Staged* const staged = old == nullptr ? staged_ : nullptr;
 
-  std::vector<uint64_t> keep, usable;
-  SelectBackends(rule, &keep, &usable);
+  // A batch's new frontend may come with its backends and table prebuilt.
+  const Prebuilt* pre = nullptr;
+  if (prebuilt_ != nullptr && old == nullptr) {
+    if (auto p = prebuilt_->find(&rule); p != prebuilt_->end()) pre = &p->second;
+  }
+  std::vector<uint64_t> keep_own, usable_own;
+  if (pre == nullptr) SelectBackends(rule, &keep_own, &usable_own);
+  const std::vector<uint64_t>& keep = pre != nullptr ? pre->keep : keep_own;
+  const std::vector<uint64_t>& usable = pre != nullptr ? pre->usable : usable_own;
 
   // Room, before any write: a full map must leave this frontend untouched.
   if (old == nullptr) {
@@ -391,15 +443,23 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
     }
   }
 
-  std::vector<MaglevBackend> entries;
-  entries.reserve(usable.size());
-  for (uint64_t addr : usable) {
-    entries.push_back({backends_[addr].id, MaglevKey(AddrKeyIp(addr), AddrKeyPort(addr))});
-  }
-  const uint32_t n = static_cast<uint32_t>(entries.size());
+  const uint32_t n = static_cast<uint32_t>(usable.size());
   const uint32_t old_m = old != nullptr ? old->maglev_m : 0;
   const uint32_t m = ChooseMaglevSizeKeeping(n, old_m, options_.maglev_max_m);
-  std::vector<uint32_t> table = BuildMaglevTable(entries, m);
+  std::vector<uint32_t> table;
+  if (pre != nullptr && pre->m == m) {
+    std::vector<uint32_t> ids(n);
+    for (uint32_t i = 0; i < n; ++i) ids[i] = backends_[usable[i]].id;
+    table.resize(pre->slots.size());
+    for (size_t i = 0; i < table.size(); ++i) table[i] = ids[pre->slots[i]];
+  } else {
+    std::vector<MaglevBackend> entries;
+    entries.reserve(usable.size());
+    for (uint64_t addr : usable) {
+      entries.push_back({backends_[addr].id, MaglevKey(AddrKeyIp(addr), AddrKeyPort(addr))});
+    }
+    table = BuildMaglevTable(entries, m);
+  }
   const uint64_t hash = table.empty() ? 0 : TableHash(table);
 
   // Same M: the live range is rewritten in place (only differing slots; a

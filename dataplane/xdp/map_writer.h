@@ -44,6 +44,11 @@ struct MapWriterOptions {
   // Apply() batches the map writes of new frontends (BPF_MAP_UPDATE_BATCH)
   // once a diff adds at least this many.
   size_t batch_min = 16;
+  // Threads that build a batch's Maglev tables (pure computation, most of
+  // a cold start's Apply) while this one grows the slot pool; 0 = one per
+  // CPU. Used once a batch has at least parallel_min frontends.
+  unsigned build_threads = 0;
+  size_t parallel_min = 256;
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
@@ -143,6 +148,15 @@ class MapWriter {
     std::vector<controller::FrontendKey> frontends;  // parallel to services
   };
 
+  // A new frontend's backend choice and Maglev table, computed ahead (in
+  // parallel) by ApplyBatch: `slots` holds indexes into `usable`, which
+  // Upsert turns into backend ids once it has allocated them.
+  struct Prebuilt {
+    std::vector<uint64_t> keep, usable;
+    uint32_t m = 0;
+    std::vector<uint32_t> slots;
+  };
+
   MapWriter(BpfMaps* maps, MapWriterOptions options);
   absl::Status Adopt();
   void Rollback(const Txn& txn);
@@ -169,6 +183,8 @@ class MapWriter {
   IdAllocator backend_ids_;
   SlotPool pool_;
   Staged* staged_ = nullptr;  // set during ApplyBatch
+  // Set during ApplyBatch: the batch's prebuilt tables by rule.
+  const absl::flat_hash_map<const controller::ServiceRule*, Prebuilt>* prebuilt_ = nullptr;
   // Ranges of services Adopt() kept aside: in use until Prune deletes them.
   std::vector<std::pair<uint32_t, uint32_t>> stale_ranges_;
   absl::btree_map<controller::FrontendKey, FrontendState> frontends_;

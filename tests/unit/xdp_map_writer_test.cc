@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <limits>
 #include <set>
 #include <tuple>
 
@@ -550,6 +551,56 @@ TEST_F(MapWriterTest, BigDiffOfNewFrontendsIsBatched) {
     for (const Backend& b : r.backends) entries.push_back({*w->BackendId(b.ip, b.port), MaglevKey(b.ip, b.port)});
     ASSERT_EQ(maps_.maglev(v.id), BuildMaglevTable(entries, 1021)) << fk.String();
   }
+}
+
+// A batch's tables built on worker threads (indexes, mapped to ids later)
+// are exactly the tables the serial path builds: the same kpx_services
+// values, backend slots and Maglev contents, over services with unhealthy,
+// duplicate, draining and no backends and different table sizes.
+TEST_F(MapWriterTest, ParallelTableBuildMatchesSerialBuild) {
+  ServiceTable table;
+  for (int i = 0; i < 400; ++i) {
+    std::vector<Backend> bs;
+    const int n = i % 7 == 0 ? 0 : 1 + (i * 13) % 40;  // 251..4093 slots
+    for (int j = 0; j < n; ++j) {
+      // Backends shared between neighbouring services, a few unhealthy.
+      bs.push_back(B(absl::StrCat("10.", 1 + (i + j) / 250, ".", (i + j) % 250, ".", 1 + j % 3).c_str(), 8080,
+                     (i + j) % 11 != 0));
+    }
+    if (n > 2) bs.push_back(bs[1]);  // duplicate
+    ServiceRule r = Rule(absl::StrCat("10.96.", i / 200, ".", i % 200 + 1).c_str(), 80, bs);
+    if (i % 5 == 0) r.draining.push_back(B(absl::StrCat("10.9.0.", 1 + i % 200).c_str()));
+    table[r.frontend] = r;
+  }
+  auto run = [&](FakeBpfMaps* maps, size_t parallel_min, unsigned threads) {
+    MapWriterOptions opts;
+    opts.now = [this] { return now_; };
+    opts.parallel_min = parallel_min;
+    opts.build_threads = threads;
+    absl::StatusOr<std::unique_ptr<MapWriter>> w = MapWriter::Create(maps, opts);
+    EXPECT_TRUE(w.ok()) << w.status();
+    EXPECT_TRUE((*w)->Apply(controller::Diff(table, {})).ok());
+    return std::move(*w);
+  };
+  FakeBpfMaps serial_maps, parallel_maps;
+  auto serial = run(&serial_maps, std::numeric_limits<size_t>::max(), 1);
+  auto parallel = run(&parallel_maps, 1, 3);
+  ASSERT_EQ(serial_maps.services().size(), 400u);
+  EXPECT_EQ(parallel_maps.services().size(), 400u);
+  size_t tables = 0;
+  for (const auto& [fk, r] : table) {
+    const kpx_svc a = Svc(serial_maps, r), b = Svc(parallel_maps, r);
+    EXPECT_EQ(a.id, b.id) << fk.String();
+    EXPECT_EQ(a.backend_count, b.backend_count) << fk.String();
+    EXPECT_EQ(a.maglev_m, b.maglev_m) << fk.String();
+    const std::vector<uint32_t> ta = serial_maps.maglev(a.id);
+    ASSERT_EQ(ta, parallel_maps.maglev(b.id)) << fk.String();
+    tables += !ta.empty();
+    for (const Backend& be : r.backends) {
+      ASSERT_EQ(serial->BackendId(be.ip, be.port), parallel->BackendId(be.ip, be.port)) << fk.String();
+    }
+  }
+  EXPECT_GT(tables, 300u);
 }
 
 TEST_F(MapWriterTest, FailedBatchKeepsWhatWasWrittenAndUndoesTheRest) {
