@@ -2,6 +2,7 @@
 #include "controller/reconciler.h"
 
 #include <algorithm>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -10,6 +11,12 @@
 #include "glog/logging.h"
 
 namespace kpx::controller {
+namespace {
+
+// Services per Sync from which translation runs on worker threads.
+constexpr size_t kParallelTranslateMin = 256;
+
+}  // namespace
 
 Reconciler::Reconciler(NodeInfo node, dataplane::Dataplane* dataplane)
     : node_(std::move(node)), dataplane_(dataplane) {}
@@ -90,7 +97,29 @@ void Reconciler::ApplyHealth(ServiceRule* rule) const {
   for (Backend& b : rule->backends) b.healthy = !unhealthy_.contains(BackendAddr{b.ip, b.port});
 }
 
-void Reconciler::RetranslateService(const NamespacedName& service,
+std::optional<std::vector<ServiceRule>> Reconciler::ComputeRules(const NamespacedName& service,
+                                                                 std::vector<std::string>* warnings) const {
+  auto svc = store_.state().services.find(service);
+  if (svc == store_.state().services.end() || ShouldSkip(svc->second) != SkipReason::kNone) return std::nullopt;
+  std::vector<ServiceRule> rules = TranslateService(svc->second, store_.EndpointsFor(service), node_, warnings);
+  auto override_it = overrides_.find(service);
+  for (ServiceRule& rule : rules) {
+    if (override_it != overrides_.end()) ApplyOverride(override_it->second, &rule);
+    ApplyHealth(&rule);
+    if (override_it != overrides_.end()) {
+      // Drained backends take no new connections; their flows finish. The
+      // dataplanes read that from the same flag as health.
+      for (Backend& b : rule.backends) {
+        for (const BackendAddr& d : override_it->second.drain) {
+          if (b.ip == d.ip && b.port == d.port) b.healthy = false;
+        }
+      }
+    }
+  }
+  return rules;
+}
+
+void Reconciler::RetranslateService(const NamespacedName& service, std::optional<std::vector<ServiceRule>> rules,
                                     absl::btree_set<FrontendKey>* touched) {
   // Withdraw the service's previous rules and backend index entries.
   if (auto old = rules_by_service_.find(service); old != rules_by_service_.end()) {
@@ -110,38 +139,44 @@ void Reconciler::RetranslateService(const NamespacedName& service,
     }
     rules_by_service_.erase(old);
   }
-
-  auto svc = store_.state().services.find(service);
-  if (svc == store_.state().services.end() || ShouldSkip(svc->second) != SkipReason::kNone) return;
-  std::vector<ServiceRule> rules =
-      TranslateService(svc->second, store_.EndpointsFor(service), node_, &warnings_);
-  auto override_it = overrides_.find(service);
-  for (ServiceRule& rule : rules) {
-    if (override_it != overrides_.end()) ApplyOverride(override_it->second, &rule);
-    ApplyHealth(&rule);
-    if (override_it != overrides_.end()) {
-      // Drained backends take no new connections; their flows finish. The
-      // dataplanes read that from the same flag as health.
-      for (Backend& b : rule.backends) {
-        for (const BackendAddr& d : override_it->second.drain) {
-          if (b.ip == d.ip && b.port == d.port) b.healthy = false;
-        }
-      }
-    }
+  if (!rules) return;
+  for (const ServiceRule& rule : *rules) {
     touched->insert(rule.frontend);
     claims_[rule.frontend].insert(service);
     for (const Backend& b : rule.backends) {
       services_by_backend_[BackendAddr{b.ip, b.port}].insert(service);
     }
   }
-  if (!rules.empty()) rules_by_service_[service] = std::move(rules);
+  if (!rules->empty()) rules_by_service_[service] = std::move(*rules);
 }
 
 absl::Status Reconciler::Sync(const ObjectStore::ServiceSet& services) {
   absl::Time start = absl::Now();
   for (auto& w : store_.TakeWarnings()) warnings_.push_back(std::move(w));
   absl::btree_set<FrontendKey> touched;
-  for (const NamespacedName& service : services) RetranslateService(service, &touched);
+  // Translation reads the store only: a big set (a cold start, a resync of
+  // the API source) is translated on every CPU, the bookkeeping stays here.
+  // Warnings keep the services' order.
+  const std::vector<NamespacedName> order(services.begin(), services.end());
+  std::vector<std::optional<std::vector<ServiceRule>>> computed(order.size());
+  std::vector<std::vector<std::string>> warned(order.size());
+  const unsigned threads = order.size() >= kParallelTranslateMin ? std::max(1u, std::thread::hardware_concurrency()) : 1;
+  auto translate = [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) computed[i] = ComputeRules(order[i], &warned[i]);
+  };
+  if (threads > 1) {
+    std::vector<std::thread> pool;
+    const size_t per = (order.size() + threads - 1) / threads;
+    for (size_t lo = per; lo < order.size(); lo += per) pool.emplace_back(translate, lo, std::min(order.size(), lo + per));
+    translate(0, std::min(order.size(), per));
+    for (std::thread& t : pool) t.join();
+  } else {
+    translate(0, order.size());
+  }
+  for (size_t i = 0; i < order.size(); ++i) {
+    for (std::string& w : warned[i]) warnings_.push_back(std::move(w));
+    RetranslateService(order[i], std::move(computed[i]), &touched);
+  }
 
   // Resolve each touched frontend to its owner's rule and diff against applied.
   TableDiff diff;

@@ -114,7 +114,14 @@ class Reconciler {
   // Re-translates `services`, updates desired_, and programs the frontends
   // that changed.
   absl::Status Sync(const ObjectStore::ServiceSet& services);
-  void RetranslateService(const NamespacedName& service,
+  // The rules `service` produces now (translation, overrides, health):
+  // reads the store and overlays only, so Sync runs it for many services
+  // at once on worker threads. nullopt: the Service is gone or skipped.
+  std::optional<std::vector<ServiceRule>> ComputeRules(const NamespacedName& service,
+                                                       std::vector<std::string>* warnings) const;
+  // Replaces `service`'s rules (and its claims and backend index entries)
+  // with `rules`, noting every frontend either set had in `touched`.
+  void RetranslateService(const NamespacedName& service, std::optional<std::vector<ServiceRule>> rules,
                           absl::btree_set<FrontendKey>* touched);
   void ApplyHealth(ServiceRule* rule) const;
   void ApplyOverride(const EndpointOverride& o, ServiceRule* rule) const;
