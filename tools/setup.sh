@@ -11,7 +11,7 @@ PKGS=(
   # libraries
   liburing-dev libabsl-dev libgflags-dev libgoogle-glog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libyaml-cpp-dev libyaml-dev nlohmann-json3-dev libcli11-dev libcurl4-openssl-dev libcpp-httplib-dev libssl-dev
+  libyaml-cpp-dev libyaml-dev libjemalloc-dev nlohmann-json3-dev libcli11-dev libcurl4-openssl-dev libcpp-httplib-dev libssl-dev
   # sanitizer / fuzzer runtime for clang
   libclang-rt-14-dev
   # lab + e2e + peers
