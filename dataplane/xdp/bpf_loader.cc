@@ -90,7 +90,8 @@ absl::Status LoadError(const std::string& what, int err, LogCapture& log) {
 }
 
 #ifdef KPX_HAVE_BPF_SKELETONS
-void PrepareMaps(bpf_object* obj, const MapSizes& sizes, bool pinned_load) {
+// *found_pins counts the maps that were pinned already (reused as they are).
+void PrepareMaps(bpf_object* obj, const MapSizes& sizes, bool pinned_load, int* found_pins) {
   bpf_map* map;
   bpf_object__for_each_map(map, obj) {
     const char* path = bpf_map__pin_path(map);
@@ -98,6 +99,7 @@ void PrepareMaps(bpf_object* obj, const MapSizes& sizes, bool pinned_load) {
     if (!pinned_load) bpf_map__set_pin_path(map, nullptr);
     if (int fd = pinned_load ? bpf_obj_get(path) : -1; fd >= 0) {
       UniqueFd pinned(fd);
+      if (found_pins != nullptr) ++*found_pins;
       bpf_map_info info{};
       uint32_t len = sizeof(info);
       if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
@@ -121,11 +123,11 @@ void PrepareMaps(bpf_object* obj, const MapSizes& sizes, bool pinned_load) {
 
 template <typename Skel>
 absl::StatusOr<Skel*> OpenAndLoad(const char* name, const std::string& pin_dir, const MapSizes& sizes,
-                                  LogCapture& log) {
+                                  LogCapture& log, int* found_pins = nullptr) {
   LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.empty() ? nullptr : pin_dir.c_str());
   Skel* skel = Skel::open(&opts);
   if (skel == nullptr) return LoadError(absl::StrCat("opening BPF object ", name), errno, log);
-  PrepareMaps(skel->obj, sizes, !pin_dir.empty());
+  PrepareMaps(skel->obj, sizes, !pin_dir.empty(), found_pins);
   if (int err = Skel::load(skel); err != 0) {
     Skel::destroy(skel);
     return LoadError(absl::StrCat("loading BPF object ", name, pin_dir.empty() ? "" : " (maps pinned under ",
@@ -163,9 +165,11 @@ absl::StatusOr<std::unique_ptr<BpfPrograms>> BpfPrograms::Load(const std::string
   if (absl::Status s = MakeDirs(pin_dir); !s.ok()) return s;
   LogCapture log;
   std::unique_ptr<BpfPrograms> p(new BpfPrograms());
-  absl::StatusOr<::kpx_xdp*> xdp = OpenAndLoad<::kpx_xdp>("kpx_xdp", pin_dir, sizes, log);
+  int found_pins = 0;
+  absl::StatusOr<::kpx_xdp*> xdp = OpenAndLoad<::kpx_xdp>("kpx_xdp", pin_dir, sizes, log, &found_pins);
   if (!xdp.ok()) return xdp.status();
   p->xdp_ = *xdp;
+  p->created_maps_ = found_pins == 0;
   // kpx_tc finds every map pinned by kpx_xdp a moment ago and reuses it.
   absl::StatusOr<::kpx_tc*> tc = OpenAndLoad<::kpx_tc>("kpx_tc", pin_dir, sizes, log);
   if (!tc.ok()) return tc.status();

@@ -50,11 +50,15 @@ class BpfPrograms {
 
   int xdp_prog_fd() const;
   int tc_prog_fd() const;
+  // True when no map was pinned before this load: every map is new and
+  // empty, so there is nothing to adopt from a previous kpxd.
+  bool created_maps() const { return created_maps_; }
 
  private:
   BpfPrograms() = default;
   ::kpx_xdp* xdp_ = nullptr;
   ::kpx_tc* tc_ = nullptr;
+  bool created_maps_ = false;
 };
 
 // mkdir -p.

@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<MapWriter>> MapWriter::Create(BpfMaps* maps, MapW
   if (!options.now) options.now = [] { return absl::Now(); };
   options.maglev_max_m = std::clamp<uint32_t>(options.maglev_max_m, 2, KPX_MAGLEV_M_MAX);
   std::unique_ptr<MapWriter> writer(new MapWriter(maps, std::move(options)));
-  KPX_RETURN_IF_ERROR(writer->Adopt());
+  if (!writer->options_.maps_are_new) KPX_RETURN_IF_ERROR(writer->Adopt());
   return writer;
 }
 

@@ -49,6 +49,10 @@ struct MapWriterOptions {
   // CPU. Used once a batch has at least parallel_min frontends.
   unsigned build_threads = 0;
   size_t parallel_min = 256;
+  // The maps were created empty by this process (BpfPrograms::created_maps):
+  // Create skips reading them back (reading kpx_backends alone copies every
+  // slot of the array: ~30 ms of a start at the default sizes).
+  bool maps_are_new = false;
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 

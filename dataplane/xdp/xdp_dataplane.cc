@@ -94,6 +94,7 @@ absl::StatusOr<std::unique_ptr<XdpDataplane>> XdpDataplane::Create(XdpOptions op
     MapWriterOptions wo;
     wo.maglev_max_m = dp->options_.maglev_max_m;
     wo.id_quarantine = dp->options_.id_quarantine;
+    wo.maps_are_new = dp->programs_->created_maps();
     absl::MutexLock lock(&dp->mu_);
     KPX_ASSIGN_OR_RETURN(dp->writer_, MapWriter::Create(dp->maps_.get(), std::move(wo)));
     dp->adoption_ = dp->writer_->adoption();

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
@@ -50,6 +51,28 @@ TEST(LbLoad, ProbeLoadUsesTinyUnpinnedMaps) {
     }
   }
   EXPECT_EQ(sized, 14) << "7 sized maps in each of the two objects";
+}
+
+// A load into an empty pin directory creates every map (kpxd then skips
+// reading them back); a second load reuses the pins and says so.
+TEST(LbLoad, CreatedMapsOnlyWhenNothingWasPinned) {
+  if (std::string why = kpx::testing::MissingRootReason(); !why.empty()) GTEST_SKIP() << why;
+  const std::string dir = "/sys/fs/bpf/kpx-test-created-" + std::to_string(getpid());
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      for (const char* name : kMapNames) unlink((dir + "/" + name).c_str());
+      rmdir(dir.c_str());
+    }
+  } cleanup{dir};
+  const xdp::MapSizes tiny{.frontends = 16, .backends = 16, .services = 16, .maglev_chunks = 1,
+                           .conntrack = 16, .conntrack_syn = 16, .affinity = 16};
+  auto first = xdp::BpfPrograms::Load(dir, tiny);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE((*first)->created_maps());
+  auto second = xdp::BpfPrograms::Load(dir, tiny);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE((*second)->created_maps());
 }
 
 TEST(LbLoad, BothProgramsVerifyAndReportInstructionCounts) {
