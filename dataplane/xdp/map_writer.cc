@@ -271,6 +271,8 @@ absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
   }
   staged_ = nullptr;
   prebuilt_ = nullptr;
+  absl::Status w = WriteStagedTables(staged);
+  if (!w.ok() && first.ok()) first = w;
   absl::Status f = FlushStaged(staged);
   return first.ok() ? f : first;
 }
@@ -292,6 +294,59 @@ void MapWriter::Rollback(const Txn& txn) {
     }
   }
   if (txn.new_svc_id != 0) svc_ids_.Unallocate(txn.new_svc_id);
+}
+
+absl::Status MapWriter::WriteStagedTables(Staged& staged) {
+  std::vector<TableWrite>& tables = staged.tables;
+  if (tables.empty()) return absl::OkStatus();
+  auto write = [this, &tables](size_t lo, size_t hi) {
+    std::vector<uint32_t> table;
+    for (size_t i = lo; i < hi; ++i) {
+      TableWrite& t = tables[i];
+      table.resize(t.pre->slots.size());
+      for (size_t j = 0; j < table.size(); ++j) table[j] = t.ids[t.pre->slots[j]];
+      t.hash = TableHash(table);
+      absl::StatusOr<uint32_t> w = maps_->WriteMaglevSlots(t.off, table);
+      if (!w.ok()) {
+        t.status = absl::Status(w.status().code(), absl::StrCat("Maglev table of ", t.fk.String(), " (", table.size(),
+                                                                " slots at pool offset ", t.off, "): ",
+                                                                w.status().message()));
+      }
+    }
+  };
+  const unsigned threads = std::max(1u, options_.build_threads != 0 ? options_.build_threads
+                                                                     : std::thread::hardware_concurrency());
+  const size_t per = (tables.size() + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (size_t lo = per; lo < tables.size(); lo += per) pool.emplace_back(write, lo, std::min(tables.size(), lo + per));
+  write(0, std::min(tables.size(), per));
+  for (std::thread& t : pool) t.join();
+
+  absl::Status first;
+  absl::flat_hash_set<FrontendKey> failed;
+  for (TableWrite& t : tables) {
+    if (!t.status.ok()) {
+      if (first.ok()) first = t.status;
+      failed.insert(t.fk);
+      continue;
+    }
+    frontends_[t.fk].table_hash = t.hash;
+  }
+  tables.clear();
+  if (failed.empty()) return absl::OkStatus();
+  // Nothing of these frontends is visible yet: drop their staged writes.
+  Staged kept;
+  for (size_t i = 0; i < staged.frontends.size(); ++i) {
+    if (failed.contains(staged.frontends[i])) continue;
+    kept.services.push_back(staged.services[i]);
+    kept.frontends.push_back(staged.frontends[i]);
+    kept.stats.push_back(staged.stats[i]);
+  }
+  staged.services = std::move(kept.services);
+  staged.frontends = std::move(kept.frontends);
+  staged.stats = std::move(kept.stats);
+  for (const FrontendKey& fk : failed) UndoStaged(fk);
+  return first;
 }
 
 absl::Status MapWriter::FlushStaged(Staged& staged) {
@@ -447,12 +502,10 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
   const uint32_t old_m = old != nullptr ? old->maglev_m : 0;
   const uint32_t m = ChooseMaglevSizeKeeping(n, old_m, options_.maglev_max_m);
   std::vector<uint32_t> table;
-  if (pre != nullptr && pre->m == m) {
-    std::vector<uint32_t> ids(n);
-    for (uint32_t i = 0; i < n; ++i) ids[i] = backends_[usable[i]].id;
-    table.resize(pre->slots.size());
-    for (size_t i = 0; i < table.size(); ++i) table[i] = ids[pre->slots[i]];
-  } else {
+  // A staged new frontend with a prebuilt table: its range is allocated
+  // below and the table written by WriteStagedTables, on every CPU.
+  const bool deferred = staged != nullptr && pre != nullptr && pre->m == m && n > 0;
+  if (!deferred) {
     std::vector<MaglevBackend> entries;
     entries.reserve(usable.size());
     for (uint64_t addr : usable) {
@@ -460,7 +513,7 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
     }
     table = BuildMaglevTable(entries, m);
   }
-  const uint64_t hash = table.empty() ? 0 : TableHash(table);
+  const uint64_t hash = table.empty() ? 0 : TableHash(table);  // deferred: set by WriteStagedTables
 
   // Same M: the live range is rewritten in place (only differing slots; a
   // racing SYN reads the old or the new backend of this service, and both
@@ -477,7 +530,11 @@ absl::Status MapWriter::Upsert(const ServiceRule& rule) {
     }
     off = *got;
   }
-  if (new_range || (in_place && old->table_hash != hash)) {
+  if (deferred) {
+    std::vector<uint32_t> ids(n);
+    for (uint32_t i = 0; i < n; ++i) ids[i] = backends_[usable[i]].id;
+    staged->tables.push_back(TableWrite{fk, off, pre, std::move(ids), 0, absl::OkStatus()});
+  } else if (new_range || (in_place && old->table_hash != hash)) {
     if (absl::StatusOr<uint32_t> w = maps_->WriteMaglevSlots(off, table); !w.ok()) {
       if (new_range) pool_.Free(off, m);
       Rollback(txn);

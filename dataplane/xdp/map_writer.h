@@ -145,7 +145,19 @@ class MapWriter {
     std::vector<std::pair<uint64_t, bool>> new_backends;  // addr key, id came from quarantine
   };
   // Writes of new frontends held back by Apply to be issued as batches.
+  struct Prebuilt;
+  // A new frontend's prebuilt table, written (and hashed) on worker threads
+  // once the batch's serial pass has allocated its range and backend ids.
+  struct TableWrite {
+    controller::FrontendKey fk;
+    uint32_t off = 0;
+    const Prebuilt* pre = nullptr;
+    std::vector<uint32_t> ids;  // backend id of each of pre->usable
+    uint64_t hash = 0;
+    absl::Status status;
+  };
   struct Staged {
+    std::vector<TableWrite> tables;
     std::vector<BackendEntry> backends;
     std::vector<uint32_t> stats;
     std::vector<ServiceEntry> services;
@@ -176,6 +188,9 @@ class MapWriter {
   absl::Status ApplyBatch(const std::vector<const controller::ServiceRule*>& rules,
                           std::vector<const controller::ServiceRule*>* retry);
   absl::Status FlushStaged(Staged& staged);
+  // The staged table writes, in parallel; a frontend whose write failed is
+  // undone and left out of the flush.
+  absl::Status WriteStagedTables(Staged& staged);
   // A staged frontend whose writes were not issued: forget it, nothing of it
   // was visible to the programs.
   void UndoStaged(const controller::FrontendKey& fk);

@@ -603,6 +603,39 @@ TEST_F(MapWriterTest, ParallelTableBuildMatchesSerialBuild) {
   EXPECT_GT(tables, 300u);
 }
 
+// The batch's tables are written on worker threads after the serial pass:
+// a frontend whose table write fails is undone before anything of it is
+// visible, the others go in, and a resend installs it.
+TEST_F(MapWriterTest, FailedParallelTableWriteUndoesOnlyThatFrontend) {
+  auto w = NewWriter(&maps_);
+  ServiceTable table;
+  for (int i = 0; i < 300; ++i) {
+    ServiceRule r = Rule(absl::StrCat("10.96.", i / 200, ".", i % 200 + 1).c_str(), 80,
+                         {B(absl::StrCat("10.1.", i / 200, ".", i % 200 + 1).c_str())});
+    table[r.frontend] = r;
+  }
+  maps_.FailNext("WriteMaglev", absl::InternalError("injected"));
+  absl::Status s = w->Apply(controller::Diff(table, {}));
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("Maglev table of 10.96."), HasSubstr("injected")));
+  EXPECT_EQ(maps_.services().size(), 299u);
+  EXPECT_EQ(w->Frontends().size(), 299u);
+  EXPECT_EQ(w->pool_usage().used_slots, 299u * 251);
+  // Every installed service points at its full table.
+  size_t missing = 0;
+  for (const auto& [fk, r] : table) {
+    if (!w->ServiceId(fk).has_value()) {
+      ++missing;
+      EXPECT_EQ(w->BackendId(r.backends[0].ip, r.backends[0].port), std::nullopt) << "undone backend kept";
+      continue;
+    }
+    EXPECT_EQ(maps_.maglev(Svc(maps_, r).id), std::vector<uint32_t>(251, *w->BackendId(r.backends[0].ip, 8080)));
+  }
+  EXPECT_EQ(missing, 1u);
+  ASSERT_TRUE(w->Apply(controller::Diff(table, {})).ok());
+  EXPECT_EQ(maps_.services().size(), 300u);
+}
+
 TEST_F(MapWriterTest, FailedBatchKeepsWhatWasWrittenAndUndoesTheRest) {
   auto w = NewWriter(&maps_);
   TableDiff diff;
