@@ -145,6 +145,45 @@ TEST(BuildMaglevTable, StableAcrossReleases) {
   EXPECT_THAT(head, testing::ElementsAreArray(kGoldenHead));
 }
 
+// Whole tables, not just a head: FNV-1a of every slot for sizes from a
+// single backend to 300, at small and large M, recorded with the
+// one-probe-at-a-time populate loop. The populate loop's speed-ups
+// (modulo-free stepping, lookahead) must leave every table as it was.
+uint64_t Fnv(const std::vector<uint32_t>& t) {
+  uint64_t h = 1469598103934665603ULL;
+  for (uint32_t v : t) {
+    for (int b = 0; b < 4; ++b) {
+      h ^= (v >> (8 * b)) & 0xff;
+      h *= 1099511628211ULL;
+    }
+  }
+  return h;
+}
+
+TEST(BuildMaglevTable, WholeTablesStableAcrossReleases) {
+  struct Case {
+    uint32_t n, m;
+    uint64_t fnv;
+  };
+  const Case cases[] = {
+      {1, 251, 0x55441fca1f4dd566ULL}, {1, 1021, 0xa749db95c2e3f906ULL}, {1, 4093, 0xbdfb491f8a6cb906ULL},
+      {1, 65521, 0xf425be2309516146ULL}, {1, 1000, 0x1b19f04d867b2903ULL}, {2, 251, 0x6e0805a7009c25b7ULL},
+      {2, 1021, 0xa8a341f8c02e88feULL}, {2, 4093, 0x180b2ce593eb77c6ULL}, {2, 65521, 0xde9a7d6ab59692beULL},
+      {2, 1000, 0xa98eb760ff9f6a9bULL}, {3, 251, 0xd2325aec717cfab4ULL}, {3, 1021, 0x9a65ed172c2b035aULL},
+      {3, 4093, 0x3169d8a94920d7ceULL}, {3, 65521, 0xba3d01241274565eULL}, {3, 1000, 0x4d4dc67fb0120634ULL},
+      {10, 251, 0x3bff00f9c6ba0313ULL}, {10, 1021, 0xc295b8e44f62c2f6ULL}, {10, 4093, 0x53f25bb108b9f70cULL},
+      {10, 65521, 0x5799c9d1a2a08d52ULL}, {10, 1000, 0x0867e089580997efULL}, {17, 251, 0x13a56cbf921a0b92ULL},
+      {17, 1021, 0x180f2043aba00d76ULL}, {17, 4093, 0x452e4180525e413eULL}, {17, 65521, 0xfadcdee38f74c071ULL},
+      {17, 1000, 0x094c19360bbb6b56ULL}, {100, 251, 0xfa8b55551b483cfcULL}, {100, 1021, 0x4e7ab64627121d92ULL},
+      {100, 4093, 0x0967ab4708c358e7ULL}, {100, 65521, 0x204061ab8822037eULL}, {100, 1000, 0xb0d185e4164688dbULL},
+      {300, 251, 0x14caedf30540c744ULL}, {300, 1021, 0xafe4a1784e2a4f4fULL}, {300, 4093, 0xd542006f9cca4bebULL},
+      {300, 65521, 0x3c9f2802acfddb33ULL}, {300, 1000, 0x561e8e334966e3dbULL},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(Fnv(BuildMaglevTable(Addrs(c.n), c.m)), c.fnv) << "n=" << c.n << " m=" << c.m;
+  }
+}
+
 TEST(BuildMaglevTable, SameAddressesDifferentIdsSameLayout) {
   // Two nodes give the same endpoints different ids: the slot layout (which
   // address owns which slot) must be the same.
