@@ -6,7 +6,6 @@
 #include <arpa/inet.h>
 #include <glog/logging.h>
 #include <netinet/in.h>
-#include <linux/filter.h>
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -103,25 +102,6 @@ std::vector<int> AllowedCpus() {
   return cpus;
 }
 
-// Steers a new connection to the listener of the worker pinned to the CPU
-// that handles its SYN: a reuseport group indexes its sockets in listen()
-// order (worker order here), and a return value past the end makes the
-// kernel fall back to its usual hash.
-void SteerByCpu(int fd, const std::vector<int>& worker_cpus) {
-  std::vector<sock_filter> code;
-  code.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_CPU)));
-  for (size_t i = 0; i < worker_cpus.size(); ++i) {
-    code.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(worker_cpus[i]), 0, 1));
-    code.push_back(BPF_STMT(BPF_RET | BPF_K, static_cast<uint32_t>(i)));
-  }
-  code.push_back(BPF_STMT(BPF_RET | BPF_K, 0xffffffffu));
-  sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
-  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) != 0) {
-    LOG_FIRST_N(WARNING, 1) << "SO_ATTACH_REUSEPORT_CBPF: " << std::strerror(errno)
-                            << "; new connections are spread by hash instead";
-  }
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<UringProxy>> UringProxy::Create(UringProxyOptions options,
@@ -158,7 +138,12 @@ absl::StatusOr<std::unique_ptr<UringProxy>> UringProxy::Create(UringProxyOptions
     std::vector<int> cpus = AllowedCpus();
     if (static_cast<size_t>(n) <= cpus.size()) {
       cpus.resize(static_cast<size_t>(n));
-      proxy->ctx_->worker_cpus = std::move(cpus);
+      proxy->ctx_->worker_cpus = cpus;
+      proxy->steering_ = std::make_unique<CpuSteering>(std::move(cpus));
+      if (!proxy->steering_->shared_program()) {
+        LOG(INFO) << "io_uring proxy: " << proxy->steering_->fallback_reason()
+                  << "; steering with a classic BPF program per frontend";
+      }
     }
   }
   proxy->ctx_->sink = sink;
@@ -271,7 +256,11 @@ absl::Status UringProxy::StartListeningLocked(Frontend& fe) {
     if (!fd.ok()) return fd.status();  // those already open close with `socks`
     socks.push_back(std::make_shared<ListenerSocket>(*fd, shared));
   }
-  if (!shared && !ctx_->worker_cpus.empty()) SteerByCpu(socks.back()->fd, ctx_->worker_cpus);
+  if (!shared && steering_ != nullptr) {
+    if (absl::Status st = steering_->Attach(socks.back()->fd); !st.ok()) {
+      LOG_FIRST_N(WARNING, 1) << st.message() << "; new connections are spread by hash instead";
+    }
+  }
   if (shared && shared_listeners_logged_++ == 0) {
     LOG(INFO) << "io_uring proxy: " << listener_fds_ << " listener descriptors open (budget "
               << listener_fd_budget_ << "); " << key.String()

@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "dataplane/dataplane.h"
 #include "dataplane/uring/backend_picker.h"
+#include "dataplane/uring/cpu_steering.h"
 #include "dataplane/uring/lb_algorithm.h"
 #include "dataplane/uring/proxy_options.h"
 #include "dataplane/uring/vip_device.h"
@@ -104,6 +105,9 @@ class UringProxy final : public dataplane::Dataplane {
                            absl::string_view what);
 
   std::unique_ptr<WorkerContext> ctx_;
+  // Steers each frontend's connections to the worker on the SYN's CPU
+  // (null when workers are not pinned).
+  std::unique_ptr<CpuSteering> steering_;
   std::unique_ptr<VipDevice> device_;
   std::vector<std::unique_ptr<Worker>> workers_;
   ino_t netns_ino_ = 0;
