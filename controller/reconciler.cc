@@ -2,11 +2,11 @@
 #include "controller/reconciler.h"
 
 #include <algorithm>
-#include <thread>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "controller/base/parallel.h"
 #include "controller/translate.h"
 #include "glog/logging.h"
 
@@ -160,19 +160,9 @@ absl::Status Reconciler::Sync(const ObjectStore::ServiceSet& services) {
   const std::vector<NamespacedName> order(services.begin(), services.end());
   std::vector<std::optional<std::vector<ServiceRule>>> computed(order.size());
   std::vector<std::vector<std::string>> warned(order.size());
-  const unsigned threads = order.size() >= kParallelTranslateMin ? std::max(1u, std::thread::hardware_concurrency()) : 1;
-  auto translate = [&](size_t lo, size_t hi) {
+  ParallelRanges(order.size(), order.size() >= kParallelTranslateMin ? 0 : 1, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) computed[i] = ComputeRules(order[i], &warned[i]);
-  };
-  if (threads > 1) {
-    std::vector<std::thread> pool;
-    const size_t per = (order.size() + threads - 1) / threads;
-    for (size_t lo = per; lo < order.size(); lo += per) pool.emplace_back(translate, lo, std::min(order.size(), lo + per));
-    translate(0, std::min(order.size(), per));
-    for (std::thread& t : pool) t.join();
-  } else {
-    translate(0, order.size());
-  }
+  });
   for (size_t i = 0; i < order.size(); ++i) {
     for (std::string& w : warned[i]) warnings_.push_back(std::move(w));
     RetranslateService(order[i], std::move(computed[i]), &touched);

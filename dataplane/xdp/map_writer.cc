@@ -13,6 +13,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "controller/base/parallel.h"
 #include "controller/base/status_macros.h"
 #include "dataplane/xdp/abi_convert.h"
 #include "dataplane/xdp/maglev.h"
@@ -314,13 +315,7 @@ absl::Status MapWriter::WriteStagedTables(Staged& staged) {
       }
     }
   };
-  const unsigned threads = std::max(1u, options_.build_threads != 0 ? options_.build_threads
-                                                                     : std::thread::hardware_concurrency());
-  const size_t per = (tables.size() + threads - 1) / threads;
-  std::vector<std::thread> pool;
-  for (size_t lo = per; lo < tables.size(); lo += per) pool.emplace_back(write, lo, std::min(tables.size(), lo + per));
-  write(0, std::min(tables.size(), per));
-  for (std::thread& t : pool) t.join();
+  ParallelRanges(tables.size(), options_.build_threads, write);
 
   absl::Status first;
   absl::flat_hash_set<FrontendKey> failed;
