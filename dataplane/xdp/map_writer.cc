@@ -222,39 +222,36 @@ absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
   for (const ServiceRule* r : rules) want += ChooseMaglevSize(r->backends.size(), options_.maglev_max_m);
 
   // The tables are pure functions of the rules: build them on every CPU
-  // while this thread grows the pool (new chunk maps: the kernel allocates
-  // and charges their memory). Upsert then only maps indexes to ids.
-  std::vector<Prebuilt> built;
-  std::vector<std::thread> workers;
-  if (rules.size() >= options_.parallel_min) {
-    built.resize(rules.size());
-    const unsigned threads = std::max(1u, options_.build_threads != 0 ? options_.build_threads
-                                                                       : std::thread::hardware_concurrency());
-    const size_t per = (rules.size() + threads - 1) / threads;
-    const uint32_t max_m = options_.maglev_max_m;
-    for (size_t lo = 0; lo < rules.size(); lo += per) {
-      const size_t hi = std::min(rules.size(), lo + per);
-      workers.emplace_back([&rules, &built, lo, hi, max_m] {
-        for (size_t i = lo; i < hi; ++i) {
-          Prebuilt& b = built[i];
-          SelectBackends(*rules[i], &b.keep, &b.usable);
-          b.m = ChooseMaglevSize(b.usable.size(), max_m);
-          b.slots = IndexTable(b.usable, b.m);
-        }
-      });
-    }
-  }
-
-  pool_.Reclaim(options_.now());
-  const uint64_t free_slots = pool_.capacity_slots() - pool_.used_slots();
+  // while another thread grows the pool (new chunk maps: the kernel
+  // allocates and charges their memory). Upsert then only maps indexes to ids.
   absl::Status first;
-  if (want > free_slots) {
-    // +1: first fit leaves a tail in each chunk that a table may not fit.
-    const uint64_t chunks = (want - free_slots + KPX_MAGLEV_CHUNK_SLOTS - 1) / KPX_MAGLEV_CHUNK_SLOTS + 1;
-    first = GrowPool(static_cast<uint32_t>(std::min<uint64_t>(chunks, caps_.maglev_chunks)));
-    if (!first.ok()) LOG(WARNING) << "xdp: growing the Maglev pool for " << rules.size() << " frontends: " << first;
+  auto grow = [&] {
+    pool_.Reclaim(options_.now());
+    const uint64_t free_slots = pool_.capacity_slots() - pool_.used_slots();
+    if (want > free_slots) {
+      // +1: first fit leaves a tail in each chunk that a table may not fit.
+      const uint64_t chunks = (want - free_slots + KPX_MAGLEV_CHUNK_SLOTS - 1) / KPX_MAGLEV_CHUNK_SLOTS + 1;
+      first = GrowPool(static_cast<uint32_t>(std::min<uint64_t>(chunks, caps_.maglev_chunks)));
+      if (!first.ok()) LOG(WARNING) << "xdp: growing the Maglev pool for " << rules.size() << " frontends: " << first;
+    }
+  };
+  std::vector<Prebuilt> built(rules.size() >= options_.parallel_min ? rules.size() : 0);
+  std::thread grower;
+  if (built.empty()) {
+    grow();
+  } else {
+    grower = std::thread(grow);
   }
-  for (std::thread& t : workers) t.join();
+  const uint32_t max_m = options_.maglev_max_m;
+  ParallelRanges(built.size(), options_.build_threads, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
+      Prebuilt& b = built[i];
+      SelectBackends(*rules[i], &b.keep, &b.usable);
+      b.m = ChooseMaglevSize(b.usable.size(), max_m);
+      b.slots = IndexTable(b.usable, b.m);
+    }
+  });
+  if (grower.joinable()) grower.join();
   absl::flat_hash_map<const ServiceRule*, Prebuilt> prebuilt;
   prebuilt.reserve(built.size());
   for (size_t i = 0; i < built.size(); ++i) prebuilt.emplace(rules[i], std::move(built[i]));
