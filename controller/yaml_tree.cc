@@ -3,6 +3,8 @@
 #include <yaml.h>
 
 #include <algorithm>
+#include <memory>
+#include <new>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -35,29 +37,38 @@ const std::vector<YamlNode::Pair>& NoPairs() {
 
 }  // namespace
 
-YamlNode YamlNode::Null(const YAML::Mark& mark) {
-  auto d = std::make_shared<Data>();
-  d->mark = mark;
-  return YamlNode(std::move(d));
+YamlArena::YamlArena(size_t expected_nodes) : next_capacity_(std::clamp<size_t>(expected_nodes, 16, 4096)) {}
+
+YamlArena::~YamlArena() {
+  for (Chunk& c : chunks_) {
+    std::destroy_n(c.nodes, c.used);
+    std::allocator<YamlNode::Data>().deallocate(c.nodes, c.capacity);
+  }
 }
-YamlNode YamlNode::Scalar(std::string value, const YAML::Mark& mark) {
-  auto d = std::make_shared<Data>();
-  d->type = YAML::NodeType::Scalar;
+
+YamlNode::Data* YamlArena::New(YAML::NodeType::value type, const YAML::Mark& mark) {
+  if (chunks_.empty() || chunks_.back().used == chunks_.back().capacity) {
+    const size_t cap = next_capacity_;
+    next_capacity_ = std::min<size_t>(cap * 2, 4096);
+    chunks_.push_back(Chunk{std::allocator<YamlNode::Data>().allocate(cap), 0, cap});
+  }
+  Chunk& c = chunks_.back();
+  YamlNode::Data* d = new (&c.nodes[c.used]) YamlNode::Data();
+  ++c.used;
+  d->type = type;
   d->mark = mark;
+  return d;
+}
+
+YamlNode YamlArena::Null(const YAML::Mark& mark) { return YamlNode(New(YAML::NodeType::Null, mark)); }
+YamlNode YamlArena::Scalar(std::string value, const YAML::Mark& mark) {
+  YamlNode::Data* d = New(YAML::NodeType::Scalar, mark);
   d->scalar = std::move(value);
-  return YamlNode(std::move(d));
+  return YamlNode(d);
 }
-YamlNode YamlNode::Map(const YAML::Mark& mark) {
-  auto d = std::make_shared<Data>();
-  d->type = YAML::NodeType::Map;
-  d->mark = mark;
-  return YamlNode(std::move(d));
-}
-YamlNode YamlNode::Sequence(const YAML::Mark& mark) {
-  auto d = std::make_shared<Data>();
-  d->type = YAML::NodeType::Sequence;
-  d->mark = mark;
-  return YamlNode(std::move(d));
+YamlNode YamlArena::Map(const YAML::Mark& mark) { return YamlNode(New(YAML::NodeType::Map, mark)); }
+YamlNode YamlArena::Sequence(const YAML::Mark& mark) {
+  return YamlNode(New(YAML::NodeType::Sequence, mark));
 }
 
 YAML::NodeType::value YamlNode::Type() const {
@@ -86,10 +97,10 @@ size_t YamlNode::size() const {
   return 0;
 }
 
-void YamlNode::Append(YamlNode item) { d_->items.push_back(std::move(item)); }
-void YamlNode::Insert(YamlNode key, YamlNode value) {
-  d_->pairs.emplace_back(std::move(key), std::move(value));
-}
+void YamlNode::Append(YamlNode item) { d_->items.push_back(item); }
+void YamlNode::SetItems(const std::vector<YamlNode>& items) { d_->items.assign(items.begin(), items.end()); }
+void YamlNode::SetPairs(const std::vector<Pair>& pairs) { d_->pairs.assign(pairs.begin(), pairs.end()); }
+void YamlNode::Insert(YamlNode key, YamlNode value) { d_->pairs.emplace_back(key, value); }
 
 namespace {
 
@@ -131,8 +142,10 @@ class TreeBuilder {
   TreeBuilder(const TreeBuilder&) = delete;
   TreeBuilder& operator=(const TreeBuilder&) = delete;
 
-  absl::StatusOr<std::vector<YamlNode>> Run() {
-    std::vector<YamlNode> docs;
+  absl::StatusOr<YamlDocuments> Run() {
+    // ~1 node per 8 bytes of a typical manifest.
+    YamlDocuments docs(content_.size() / 8 + 16);
+    arena_ = docs.arena();
     for (;;) {
       yaml_event_t ev;
       if (!yaml_parser_parse(&parser_, &ev)) return SyntaxError();
@@ -145,32 +158,42 @@ class TreeBuilder {
   }
 
  private:
+  // An open collection. Its children gather in a buffer kept per depth (so
+  // buffers are reused across siblings) and move into the node, at their
+  // exact size, when it closes.
   struct Frame {
     YamlNode node;
     YamlNode key;  // a map's key waiting for its value
     bool has_key = false;
   };
+  struct Children {
+    std::vector<YamlNode> items;
+    std::vector<YamlNode::Pair> pairs;
+  };
 
-  absl::Status Handle(const yaml_event_t& ev, std::vector<YamlNode>* docs) {
+  absl::Status Handle(const yaml_event_t& ev, YamlDocuments* docs) {
     const YAML::Mark mark = MarkOf(ev.start_mark);
     switch (ev.type) {
       case YAML_DOCUMENT_START_EVENT:
         root_ = YamlNode();
         stack_.clear();
+        for (Children& c : children_) {
+          c.items.clear();
+          c.pairs.clear();
+        }
         anchors_.clear();  // anchors do not cross documents
         return absl::OkStatus();
       case YAML_DOCUMENT_END_EVENT:
-        docs->push_back(root_.IsDefined() ? root_ : YamlNode::Null(mark));
+        docs->push_back(root_.IsDefined() ? root_ : arena_->Null(mark));
         return absl::OkStatus();
       case YAML_SCALAR_EVENT: {
         YamlNode node = IsPlainNull(ev)
-                            ? YamlNode::Null(mark)
-                            : YamlNode::Scalar(std::string(reinterpret_cast<const char*>(
-                                                               ev.data.scalar.value),
-                                                           ev.data.scalar.length),
-                                               mark);
+                            ? arena_->Null(mark)
+                            : arena_->Scalar(std::string(reinterpret_cast<const char*>(ev.data.scalar.value),
+                                                         ev.data.scalar.length),
+                                             mark);
         Register(ev.data.scalar.anchor, node);
-        Attach(std::move(node));
+        Attach(node);
         return absl::OkStatus();
       }
       case YAML_ALIAS_EVENT: {
@@ -188,9 +211,9 @@ class TreeBuilder {
         return absl::OkStatus();
       }
       case YAML_SEQUENCE_START_EVENT:
-        return Open(YamlNode::Sequence(mark), ev.data.sequence_start.anchor, mark);
+        return Open(arena_->Sequence(mark), ev.data.sequence_start.anchor, mark);
       case YAML_MAPPING_START_EVENT:
-        return Open(YamlNode::Map(mark), ev.data.mapping_start.anchor, mark);
+        return Open(arena_->Map(mark), ev.data.mapping_start.anchor, mark);
       case YAML_SEQUENCE_END_EVENT:
       case YAML_MAPPING_END_EVENT:
         Close();
@@ -200,7 +223,7 @@ class TreeBuilder {
     }
   }
 
-  void Register(const yaml_char_t* anchor, const YamlNode& node) {
+  void Register(const yaml_char_t* anchor, YamlNode node) {
     if (anchor != nullptr) anchors_[AnchorOf(anchor)] = node;  // a redefinition wins
   }
   absl::Status Open(YamlNode node, const yaml_char_t* anchor, const YAML::Mark& mark) {
@@ -208,28 +231,39 @@ class TreeBuilder {
       return Error(mark, absl::StrCat("nested deeper than ", kMaxYamlDepth, " levels"));
     }
     Register(anchor, node);
-    stack_.push_back(Frame{std::move(node), YamlNode(), false});
+    stack_.push_back(Frame{node, YamlNode(), false});
+    if (children_.size() < stack_.size()) children_.emplace_back();
     return absl::OkStatus();
   }
   void Close() {
     if (stack_.empty()) return;
-    Frame f = std::move(stack_.back());
+    YamlNode node = stack_.back().node;
+    Children& c = children_[stack_.size() - 1];
+    // In one go: the node's vectors get their exact size.
+    if (node.IsSequence()) {
+      node.SetItems(c.items);
+    } else {
+      node.SetPairs(c.pairs);
+    }
+    c.items.clear();
+    c.pairs.clear();
     stack_.pop_back();
-    Attach(std::move(f.node));
+    Attach(node);
   }
   void Attach(YamlNode node) {
     if (stack_.empty()) {
-      root_ = std::move(node);
+      root_ = node;
       return;
     }
     Frame& parent = stack_.back();
+    Children& c = children_[stack_.size() - 1];
     if (parent.node.IsSequence()) {
-      parent.node.Append(std::move(node));
+      c.items.push_back(node);
     } else if (!parent.has_key) {
-      parent.key = std::move(node);
+      parent.key = node;
       parent.has_key = true;
     } else {
-      parent.node.Insert(std::move(parent.key), std::move(node));
+      c.pairs.emplace_back(parent.key, node);
       parent.key = YamlNode();
       parent.has_key = false;
     }
@@ -265,15 +299,16 @@ class TreeBuilder {
   absl::string_view content_;
   absl::string_view file_;
   yaml_parser_t parser_;
+  YamlArena* arena_ = nullptr;
   YamlNode root_;
   std::vector<Frame> stack_;
+  std::vector<Children> children_;  // [depth]: the open collection's children so far
   absl::flat_hash_map<std::string, YamlNode> anchors_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::vector<YamlNode>> ParseYamlDocuments(absl::string_view content,
-                                                         absl::string_view file) {
+absl::StatusOr<YamlDocuments> ParseYamlDocuments(absl::string_view content, absl::string_view file) {
   TreeBuilder builder(content, file);
   return builder.Run();
 }

@@ -779,6 +779,10 @@ INSTANTIATE_TEST_SUITE_P(
                  Slice("endpoints:\n- addresses: [10.1.1.1]\n  conditions: [ready]\n"),
                  "svc.yaml:8: default/web-abc: endpoints[0].conditions: expected a map, found "
                  "a list"},
+        BadInput{"SliceHintZoneNameIsAList",
+                 Slice("endpoints:\n- addresses: [10.1.1.1]\n  hints:\n    forZones:\n    - name: [a]\n"),
+                 "svc.yaml:10: default/web-abc: endpoints[0].hints.forZones[0].name: expected a string, "
+                 "found a list"},
         BadInput{"SliceEndpointWithoutAddresses", Slice("endpoints:\n- nodeName: a\n"),
                  "svc.yaml:7: default/web-abc: endpoints[0].addresses: is required (at least "
                  "one address)"},

@@ -19,10 +19,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::vector<YamlNode> Parse(absl::string_view text) {
-  absl::StatusOr<std::vector<YamlNode>> docs = ParseYamlDocuments(text, "t.yaml");
+YamlDocuments Parse(absl::string_view text) {
+  absl::StatusOr<YamlDocuments> docs = ParseYamlDocuments(text, "t.yaml");
   EXPECT_TRUE(docs.ok()) << docs.status();
-  return docs.ok() ? *docs : std::vector<YamlNode>{};
+  return docs.ok() ? std::move(*docs) : YamlDocuments();
 }
 
 TEST(YamlTree, MapsSequencesScalarsAndMarks) {
@@ -69,10 +69,10 @@ TEST(YamlTree, AnchorsAreSharedAndACycleIsRefused) {
   ASSERT_EQ(docs.size(), 1u);
   EXPECT_EQ(docs[0]["use"]["port"].Scalar(), "80");
   EXPECT_EQ(docs[0]["use"].id(), docs[0]["base"].id());
-  absl::StatusOr<std::vector<YamlNode>> cyc = ParseYamlDocuments("a: &x {b: *x}\n", "t.yaml");
+  absl::StatusOr<YamlDocuments> cyc = ParseYamlDocuments("a: &x {b: *x}\n", "t.yaml");
   ASSERT_FALSE(cyc.ok());
   EXPECT_EQ(cyc.status().message(), "t.yaml:1: invalid YAML: alias *x to a node that contains it");
-  absl::StatusOr<std::vector<YamlNode>> unknown = ParseYamlDocuments("a: 1\nb: *nope\n", "t.yaml");
+  absl::StatusOr<YamlDocuments> unknown = ParseYamlDocuments("a: 1\nb: *nope\n", "t.yaml");
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.status().message(), "t.yaml:2: invalid YAML: alias *nope to an unknown anchor");
   // A redefined anchor: aliases after it see the new value.
@@ -83,7 +83,7 @@ TEST(YamlTree, AnchorsAreSharedAndACycleIsRefused) {
 }
 
 TEST(YamlTree, SyntaxErrorsNameTheLineAndWhatWasBeingParsed) {
-  absl::StatusOr<std::vector<YamlNode>> bad =
+  absl::StatusOr<YamlDocuments> bad =
       ParseYamlDocuments("apiVersion: v1\nkind: Service\nmetadata: {name: web\n", "svc.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
@@ -101,7 +101,7 @@ TEST(YamlTree, NestingPastTheLimitIsAnError) {
   EXPECT_EQ(Parse(ok).size(), 1u);
   const std::string deep = "a: " + std::string(kMaxYamlDepth + 1, '[') +
                            std::string(kMaxYamlDepth + 1, ']') + "\n";
-  absl::StatusOr<std::vector<YamlNode>> bad = ParseYamlDocuments(deep, "t.yaml");
+  absl::StatusOr<YamlDocuments> bad = ParseYamlDocuments(deep, "t.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()),
               HasSubstr(absl::StrCat("t.yaml:1: invalid YAML: nested deeper than ", kMaxYamlDepth)));
@@ -115,7 +115,7 @@ TEST(YamlTree, Documents) {
   EXPECT_TRUE(Parse("").empty());
   EXPECT_TRUE(Parse("# only a comment\n").empty());
   // The input that made yaml-cpp 0.7 report empty documents forever.
-  absl::StatusOr<std::vector<YamlNode>> bad = ParseYamlDocuments(",\n", "t.yaml");
+  absl::StatusOr<YamlDocuments> bad = ParseYamlDocuments(",\n", "t.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("t.yaml:1: invalid YAML: "));
 }
@@ -181,7 +181,7 @@ std::string StripNullMarks(std::string dump) {
 }
 
 void ExpectSameAsYamlCpp(const std::string& text, const std::string& what) {
-  absl::StatusOr<std::vector<YamlNode>> ours = ParseYamlDocuments(text, what);
+  absl::StatusOr<YamlDocuments> ours = ParseYamlDocuments(text, what);
   ASSERT_TRUE(ours.ok()) << what << ": " << ours.status();
   const std::vector<YAML::Node> ref = YAML::LoadAll(text);
   ASSERT_EQ(ours->size(), ref.size()) << what;
@@ -239,7 +239,7 @@ TEST(YamlTree, SameTreesAsYamlCppOnTheConstructsManifestsUse) {
 // port of libyaml): a lone "-" value starts a block sequence, which is not
 // allowed there. yaml-cpp read it as the string "-".
 TEST(YamlTree, ALoneDashValueIsRefusedAsKubectlDoes) {
-  absl::StatusOr<std::vector<YamlNode>> bad = ParseYamlDocuments("a: 1\ng: -\n", "t.yaml");
+  absl::StatusOr<YamlDocuments> bad = ParseYamlDocuments("a: 1\ng: -\n", "t.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(),
             "t.yaml:2: invalid YAML: block sequence entries are not allowed in this context");
@@ -247,14 +247,15 @@ TEST(YamlTree, ALoneDashValueIsRefusedAsKubectlDoes) {
 }
 
 TEST(YamlTree, BuiltByHandForJson) {
-  YamlNode m = YamlNode::Map();
-  m.Insert(YamlNode::Scalar("k"), YamlNode::Scalar("v"));
-  YamlNode s = YamlNode::Sequence();
+  YamlArena arena;
+  YamlNode m = arena.Map();
+  m.Insert(arena.Scalar("k"), arena.Scalar("v"));
+  YamlNode s = arena.Sequence();
   s.Append(m);
   EXPECT_EQ(s.items()[0]["k"].Scalar(), "v");
   EXPECT_EQ(s.items()[0].Mark().line, -1);
   EXPECT_FALSE(YamlNode().IsDefined());
-  EXPECT_TRUE(YamlNode::Null().IsNull());
+  EXPECT_TRUE(arena.Null().IsNull());
 }
 
 }  // namespace
