@@ -1,6 +1,8 @@
 // Table diffing: a merge walk over two frontend-ordered tables.
 #include "controller/diff.h"
 
+#include <utility>
+
 namespace kpx::controller {
 
 TableDiff Diff(const ServiceTable& desired, const ServiceTable& applied) {
@@ -26,6 +28,14 @@ TableDiff Diff(const ServiceTable& desired, const ServiceTable& applied) {
 void ApplyDiff(const TableDiff& diff, ServiceTable* table) {
   for (const FrontendKey& key : diff.removals) table->erase(key);
   for (const ServiceRule& rule : diff.upserts) (*table)[rule.frontend] = rule;
+}
+
+void ApplyDiff(TableDiff&& diff, ServiceTable* table) {
+  for (const FrontendKey& key : diff.removals) table->erase(key);
+  for (ServiceRule& rule : diff.upserts) {
+    const FrontendKey key = rule.frontend;
+    (*table)[key] = std::move(rule);
+  }
 }
 
 }  // namespace kpx::controller

@@ -23,5 +23,7 @@ TableDiff Diff(const ServiceTable& desired, const ServiceTable& applied);
 
 // Applies `diff` to `table` (what a dataplane's view becomes after Apply).
 void ApplyDiff(const TableDiff& diff, ServiceTable* table);
+// Same, moving the upserted rules out of `diff`.
+void ApplyDiff(TableDiff&& diff, ServiceTable* table);
 
 }  // namespace kpx::controller

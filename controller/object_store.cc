@@ -38,7 +38,7 @@ void ObjectStore::IndexSlice(const EndpointSlice& slice, bool add) {
 
 template <typename T>
 void ObjectStore::Withdraw(uint64_t seq, const std::vector<T>& objs, Candidates<T>* cands,
-                           absl::btree_map<NamespacedName, T>* effective, ServiceSet* affected) {
+                           absl::btree_map<NamespacedName, const T*>* effective, ServiceSet* affected) {
   for (const T& obj : objs) {
     auto it = cands->find(obj.meta.id);
     if (it == cands->end()) continue;
@@ -46,7 +46,7 @@ void ObjectStore::Withdraw(uint64_t seq, const std::vector<T>& objs, Candidates<
     bool was_winner = !by_seq.empty() && by_seq.rbegin()->first == seq;
     by_seq.erase(seq);
     if (!was_winner) continue;
-    const T& old = effective->at(obj.meta.id);
+    const T& old = *effective->at(obj.meta.id);
     affected->insert(AffectedService(old));
     if constexpr (std::is_same_v<T, EndpointSlice>) IndexSlice(old, /*add=*/false);
     if (by_seq.empty()) {
@@ -54,7 +54,7 @@ void ObjectStore::Withdraw(uint64_t seq, const std::vector<T>& objs, Candidates<
       cands->erase(it);
     } else {
       const T& next = *by_seq.rbegin()->second;
-      (*effective)[obj.meta.id] = next;
+      (*effective)[obj.meta.id] = &next;
       affected->insert(AffectedService(next));
       if constexpr (std::is_same_v<T, EndpointSlice>) IndexSlice(next, /*add=*/true);
     }
@@ -63,7 +63,7 @@ void ObjectStore::Withdraw(uint64_t seq, const std::vector<T>& objs, Candidates<
 
 template <typename T>
 void ObjectStore::Contribute(uint64_t seq, const std::vector<T>& objs, Candidates<T>* cands,
-                             absl::btree_map<NamespacedName, T>* effective,
+                             absl::btree_map<NamespacedName, const T*>* effective,
                              ServiceSet* affected) {
   for (const T& obj : objs) {
     auto& by_seq = (*cands)[obj.meta.id];
@@ -79,10 +79,10 @@ void ObjectStore::Contribute(uint64_t seq, const std::vector<T>& objs, Candidate
     if (by_seq.rbegin()->first != seq) continue;  // a later source still wins
     auto eff = effective->find(obj.meta.id);
     if (eff != effective->end()) {
-      affected->insert(AffectedService(eff->second));
-      if constexpr (std::is_same_v<T, EndpointSlice>) IndexSlice(eff->second, /*add=*/false);
+      affected->insert(AffectedService(*eff->second));
+      if constexpr (std::is_same_v<T, EndpointSlice>) IndexSlice(*eff->second, /*add=*/false);
     }
-    (*effective)[obj.meta.id] = obj;
+    (*effective)[obj.meta.id] = &obj;
     affected->insert(AffectedService(obj));
     if constexpr (std::is_same_v<T, EndpointSlice>) IndexSlice(obj, /*add=*/true);
   }
@@ -120,13 +120,13 @@ ServiceEndpoints ObjectStore::EndpointsFor(const NamespacedName& service) const 
   if (auto it = slices_by_service_.find(service); it != slices_by_service_.end()) {
     for (const NamespacedName& name : it->second) {
       if (auto s = state_.slices.find(name); s != state_.slices.end()) {
-        eps.slices.push_back(&s->second);
+        eps.slices.push_back(s->second);
       }
     }
   }
   if (eps.slices.empty()) {
     if (auto e = state_.endpoints.find(service); e != state_.endpoints.end()) {
-      eps.legacy = &e->second;
+      eps.legacy = e->second;
     }
   }
   return eps;

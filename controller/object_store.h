@@ -1,5 +1,5 @@
 // ObjectStore merges the objects of many sources (manifest files, the API
-// watch, admin-API applies) into one ClusterState, and tells the caller which
+// watch, admin-API applies) into one StoreState, and tells the caller which
 // Services a change can affect, so only those are re-translated.
 #pragma once
 
@@ -29,7 +29,7 @@ class ObjectStore {
   ServiceSet Remove(const std::string& source);
 
   bool HasSource(const std::string& source) const { return sources_.contains(source); }
-  const ClusterState& state() const { return state_; }
+  const StoreState& state() const { return state_; }
 
   // The slices / legacy Endpoints of one Service. Pointers are valid until the
   // next Replace/Remove.
@@ -49,10 +49,10 @@ class ObjectStore {
 
   template <typename T>
   void Withdraw(uint64_t seq, const std::vector<T>& objs, Candidates<T>* cands,
-                absl::btree_map<NamespacedName, T>* effective, ServiceSet* affected);
+                absl::btree_map<NamespacedName, const T*>* effective, ServiceSet* affected);
   template <typename T>
   void Contribute(uint64_t seq, const std::vector<T>& objs, Candidates<T>* cands,
-                  absl::btree_map<NamespacedName, T>* effective, ServiceSet* affected);
+                  absl::btree_map<NamespacedName, const T*>* effective, ServiceSet* affected);
   void IndexSlice(const EndpointSlice& slice, bool add);
 
   uint64_t next_seq_ = 1;
@@ -60,7 +60,7 @@ class ObjectStore {
   Candidates<Service> service_cands_;
   Candidates<EndpointSlice> slice_cands_;
   Candidates<Endpoints> endpoints_cands_;
-  ClusterState state_;
+  StoreState state_;
   // Service -> names of its slices (label kubernetes.io/service-name).
   absl::btree_map<NamespacedName, absl::btree_set<NamespacedName>> slices_by_service_;
   std::vector<std::string> warnings_;

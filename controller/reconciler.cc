@@ -100,8 +100,8 @@ void Reconciler::ApplyHealth(ServiceRule* rule) const {
 std::optional<std::vector<ServiceRule>> Reconciler::ComputeRules(const NamespacedName& service,
                                                                  std::vector<std::string>* warnings) const {
   auto svc = store_.state().services.find(service);
-  if (svc == store_.state().services.end() || ShouldSkip(svc->second) != SkipReason::kNone) return std::nullopt;
-  std::vector<ServiceRule> rules = TranslateService(svc->second, store_.EndpointsFor(service), node_, warnings);
+  if (svc == store_.state().services.end() || ShouldSkip(*svc->second) != SkipReason::kNone) return std::nullopt;
+  std::vector<ServiceRule> rules = TranslateService(*svc->second, store_.EndpointsFor(service), node_, warnings);
   auto override_it = overrides_.find(service);
   for (ServiceRule& rule : rules) {
     if (override_it != overrides_.end()) ApplyOverride(override_it->second, &rule);
@@ -119,6 +119,16 @@ std::optional<std::vector<ServiceRule>> Reconciler::ComputeRules(const Namespace
   return rules;
 }
 
+void Reconciler::AddName(NameSet* set, const NamespacedName& name) {
+  auto it = std::lower_bound(set->begin(), set->end(), name);
+  if (it == set->end() || *it != name) set->insert(it, name);
+}
+
+void Reconciler::RemoveName(NameSet* set, const NamespacedName& name) {
+  auto it = std::lower_bound(set->begin(), set->end(), name);
+  if (it != set->end() && *it == name) set->erase(it);
+}
+
 void Reconciler::RetranslateService(const NamespacedName& service, std::optional<std::vector<ServiceRule>> rules,
                                     absl::btree_set<FrontendKey>* touched) {
   // Withdraw the service's previous rules and backend index entries.
@@ -127,13 +137,13 @@ void Reconciler::RetranslateService(const NamespacedName& service, std::optional
       touched->insert(rule.frontend);
       auto claim = claims_.find(rule.frontend);
       if (claim != claims_.end()) {
-        claim->second.erase(service);
+        RemoveName(&claim->second, service);
         if (claim->second.empty()) claims_.erase(claim);
       }
       for (const Backend& b : rule.backends) {
         auto idx = services_by_backend_.find(BackendAddr{b.ip, b.port});
         if (idx == services_by_backend_.end()) continue;
-        idx->second.erase(service);
+        RemoveName(&idx->second, service);
         if (idx->second.empty()) services_by_backend_.erase(idx);
       }
     }
@@ -142,10 +152,8 @@ void Reconciler::RetranslateService(const NamespacedName& service, std::optional
   if (!rules) return;
   for (const ServiceRule& rule : *rules) {
     touched->insert(rule.frontend);
-    claims_[rule.frontend].insert(service);
-    for (const Backend& b : rule.backends) {
-      services_by_backend_[BackendAddr{b.ip, b.port}].insert(service);
-    }
+    AddName(&claims_[rule.frontend], service);
+    for (const Backend& b : rule.backends) AddName(&services_by_backend_[BackendAddr{b.ip, b.port}], service);
   }
   if (!rules->empty()) rules_by_service_[service] = std::move(*rules);
 }
@@ -237,13 +245,13 @@ absl::Status Reconciler::Program(TableDiff diff, absl::Time start) {
   stats_.last_error.clear();
   stats_.endpoint_changes += diff.size();
   if (sync_observer_) sync_observer_(stats_.last_sync_duration);
-  ApplyDiff(diff, &applied_);
+  VLOG(1) << "programmed " << diff.upserts.size() << " upserts, " << diff.removals.size()
+          << " removals in " << absl::FormatDuration(stats_.last_sync_duration);
+  ApplyDiff(std::move(diff), &applied_);  // the dataplane is done with it
   // Only a Resync runs while uncertain_ is non-empty (dirty_all_), and its
   // diff covered every uncertain frontend.
   uncertain_.clear();
   dirty_all_ = false;
-  VLOG(1) << "programmed " << diff.upserts.size() << " upserts, " << diff.removals.size()
-          << " removals in " << absl::FormatDuration(stats_.last_sync_duration);
   return absl::OkStatus();
 }
 

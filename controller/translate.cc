@@ -299,11 +299,23 @@ SkipReason ShouldSkip(const Service& svc) {
   return SkipReason::kNone;
 }
 
-absl::btree_map<NamespacedName, ServiceEndpoints> IndexEndpoints(const ClusterState& state) {
+// Translate over ClusterState (objects by value) or StoreState (pointers).
+template <typename T>
+const T& Deref(const T& v) {
+  return v;
+}
+template <typename T>
+const T& Deref(const T* v) {
+  return *v;
+}
+
+template <typename State>
+absl::btree_map<NamespacedName, ServiceEndpoints> IndexEndpointsOf(const State& state) {
   absl::btree_map<NamespacedName, ServiceEndpoints> index;
   // ClusterState orders slices by (namespace, slice name): each Service's
   // list comes out sorted by slice name, which dedup relies on.
-  for (const auto& [key, slice] : state.slices) {
+  for (const auto& [key, slice_v] : state.slices) {
+    const EndpointSlice& slice = Deref(slice_v);
     if (FilteredByInformer(slice.meta)) continue;
     absl::string_view service = slice.service_name;
     if (service.empty()) {
@@ -313,7 +325,8 @@ absl::btree_map<NamespacedName, ServiceEndpoints> IndexEndpoints(const ClusterSt
     if (service.empty()) continue;  // orphan: kube-proxy cannot key it
     index[NamespacedName{key.ns, std::string(service)}].slices.push_back(&slice);
   }
-  for (const auto& [key, eps] : state.endpoints) {
+  for (const auto& [key, eps_v] : state.endpoints) {
+    const Endpoints& eps = Deref(eps_v);
     if (FilteredByInformer(eps.meta)) continue;
     index[key].legacy = &eps;
   }
@@ -481,13 +494,15 @@ std::vector<ServiceRule> TranslateService(const Service& svc, const ServiceEndpo
   return rules;
 }
 
-TranslateResult Translate(const ClusterState& state, const NodeInfo& node) {
+template <typename State>
+TranslateResult TranslateState(const State& state, const NodeInfo& node) {
   TranslateResult result;
-  const absl::btree_map<NamespacedName, ServiceEndpoints> index = IndexEndpoints(state);
+  const absl::btree_map<NamespacedName, ServiceEndpoints> index = IndexEndpointsOf(state);
   const ServiceEndpoints no_endpoints;
   // Services are visited in namespace/name order, so on a frontend conflict
   // the first inserted (the one that sorts first) keeps the frontend.
-  for (const auto& [key, svc] : state.services) {
+  for (const auto& [key, svc_v] : state.services) {
+    const Service& svc = Deref(svc_v);
     if (SkipReason reason = ShouldSkip(svc); reason != SkipReason::kNone) {
       result.skipped.emplace(key, reason);
       continue;
@@ -510,5 +525,11 @@ TranslateResult Translate(const ClusterState& state, const NodeInfo& node) {
   }
   return result;
 }
+
+absl::btree_map<NamespacedName, ServiceEndpoints> IndexEndpoints(const ClusterState& state) {
+  return IndexEndpointsOf(state);
+}
+TranslateResult Translate(const ClusterState& state, const NodeInfo& node) { return TranslateState(state, node); }
+TranslateResult Translate(const StoreState& state, const NodeInfo& node) { return TranslateState(state, node); }
 
 }  // namespace kpx::controller

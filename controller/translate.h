@@ -19,6 +19,16 @@ struct ClusterState {
   absl::btree_map<NamespacedName, Endpoints> endpoints;      // same key as the Service
 };
 
+// ObjectStore's effective objects: each points into the source that won it, so a
+// Replace stores a file's objects once (copying 10k Services and slices into
+// a second map was a third of a cold start's store + translate stage).
+// Pointers stay valid until the next Replace/Remove.
+struct StoreState {
+  absl::btree_map<NamespacedName, const Service*> services;
+  absl::btree_map<NamespacedName, const EndpointSlice*> slices;     // keyed by slice name
+  absl::btree_map<NamespacedName, const Endpoints*> endpoints;      // same key as the Service
+};
+
 // The endpoint objects that belong to one Service.
 struct ServiceEndpoints {
   std::vector<const EndpointSlice*> slices;  // label kubernetes.io/service-name, same namespace
@@ -49,6 +59,7 @@ struct TranslateResult {
 // Services claiming the same frontend: the one whose namespace/name sorts
 // first keeps it, and a warning names both.
 TranslateResult Translate(const ClusterState& state, const NodeInfo& node);
+TranslateResult Translate(const StoreState& state, const NodeInfo& node);
 
 // Index of slices by the Service they belong to (namespace + service-name label).
 absl::btree_map<NamespacedName, ServiceEndpoints> IndexEndpoints(const ClusterState& state);

@@ -65,7 +65,7 @@ TEST(ObjectStore, LatestSourceWinsAndRemovalRestoresTheOther) {
   b.services.push_back(MakeService("web", "10.96.0.2", "b.yaml"));
   store.Replace("a.yaml", a);
   store.Replace("b.yaml", b);
-  EXPECT_EQ(store.state().services.at({"default", "web"}).cluster_ip, "10.96.0.2");
+  EXPECT_EQ(store.state().services.at({"default", "web"})->cluster_ip, "10.96.0.2");
   auto warnings = store.TakeWarnings();
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_THAT(warnings[0], HasSubstr("b.yaml:3: default/web: Service is also defined at a.yaml:3"));
@@ -73,11 +73,11 @@ TEST(ObjectStore, LatestSourceWinsAndRemovalRestoresTheOther) {
 
   // Deleting b.yaml falls back to a.yaml's definition, not to nothing.
   EXPECT_THAT(store.Remove("b.yaml"), ElementsAre(NamespacedName{"default", "web"}));
-  EXPECT_EQ(store.state().services.at({"default", "web"}).cluster_ip, "10.96.0.1");
+  EXPECT_EQ(store.state().services.at({"default", "web"})->cluster_ip, "10.96.0.1");
   // Rewriting a file makes it the latest source again.
   store.Replace("b.yaml", b);
   store.Replace("a.yaml", a);
-  EXPECT_EQ(store.state().services.at({"default", "web"}).cluster_ip, "10.96.0.1");
+  EXPECT_EQ(store.state().services.at({"default", "web"})->cluster_ip, "10.96.0.1");
 }
 
 TEST(ObjectStore, RemoveForgetsEverythingOfTheSource) {
