@@ -2,6 +2,8 @@
 #include "controller/reconciler.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -168,9 +170,27 @@ absl::Status Reconciler::Sync(const ObjectStore::ServiceSet& services) {
   const std::vector<NamespacedName> order(services.begin(), services.end());
   std::vector<std::optional<std::vector<ServiceRule>>> computed(order.size());
   std::vector<std::vector<std::string>> warned(order.size());
-  ParallelRanges(order.size(), order.size() >= kParallelTranslateMin ? 0 : 1, [&](size_t lo, size_t hi) {
+  const bool big = order.size() >= kParallelTranslateMin;
+  ParallelRanges(order.size(), big ? 0 : 1, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) computed[i] = ComputeRules(order[i], &warned[i]);
   });
+  // While this thread does the bookkeeping below (one CPU, tens of ms at a
+  // cold start), the dataplane starts on what Apply will need. The rules
+  // stay put: vectors moved into rules_by_service_ keep their elements.
+  std::atomic<bool> stop_prepare{false};
+  std::thread preparer;
+  if (big) {
+    std::vector<const ServiceRule*> rules;
+    for (const auto& c : computed) {
+      if (!c) continue;
+      for (const ServiceRule& r : *c) rules.push_back(&r);
+    }
+    preparer = std::thread([this, rules = std::move(rules), &stop_prepare] { dataplane_->Prepare(rules, stop_prepare); });
+  }
+  auto end_prepare = [&] {
+    stop_prepare.store(true, std::memory_order_relaxed);
+    if (preparer.joinable()) preparer.join();
+  };
   for (size_t i = 0; i < order.size(); ++i) {
     for (std::string& w : warned[i]) warnings_.push_back(std::move(w));
     RetranslateService(order[i], std::move(computed[i]), &touched);
@@ -198,7 +218,10 @@ absl::Status Reconciler::Sync(const ObjectStore::ServiceSet& services) {
     }
     changed_.insert(key);
   }
-  if (dirty_all_) return Resync();
+  if (dirty_all_) {
+    end_prepare();
+    return Resync();
+  }
   for (const FrontendKey& key : touched) {
     auto d = desired_.find(key);
     auto a = applied_.find(key);
@@ -208,6 +231,7 @@ absl::Status Reconciler::Sync(const ObjectStore::ServiceSet& services) {
       diff.upserts.push_back(d->second);
     }
   }
+  end_prepare();
   return Program(std::move(diff), start);
 }
 

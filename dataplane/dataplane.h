@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -48,6 +49,16 @@ class Dataplane {
   // frontend replaces its rule; removing an unknown frontend is a no-op), so
   // that after an error the reconciler can simply re-send.
   virtual absl::Status Apply(const controller::TableDiff& diff) = 0;
+
+  // Optional head start on the next Apply: `rules` are about to be diffed
+  // and most likely upserted. Called on a helper thread while the caller
+  // does its own bookkeeping; it returns soon after `stop` is set, and the
+  // caller waits for it before its next call into the dataplane. The rules
+  // stay valid until it returns. The default does nothing.
+  virtual void Prepare(absl::Span<const controller::ServiceRule* const> rules, const std::atomic<bool>& stop) {
+    (void)rules;
+    (void)stop;
+  }
 
   virtual DataplaneStats Stats() const = 0;
 

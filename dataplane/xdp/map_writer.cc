@@ -211,6 +211,7 @@ absl::Status MapWriter::Apply(const controller::TableDiff& diff) {
     absl::Status s = Upsert(*rule);
     if (!s.ok() && first.ok()) first = s;
   }
+  prepared_.clear();  // a batch used what fit; the rest is stale
   return first;
 }
 
@@ -226,14 +227,8 @@ absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
   // allocates and charges their memory). Upsert then only maps indexes to ids.
   absl::Status first;
   auto grow = [&] {
-    pool_.Reclaim(options_.now());
-    const uint64_t free_slots = pool_.capacity_slots() - pool_.used_slots();
-    if (want > free_slots) {
-      // +1: first fit leaves a tail in each chunk that a table may not fit.
-      const uint64_t chunks = (want - free_slots + KPX_MAGLEV_CHUNK_SLOTS - 1) / KPX_MAGLEV_CHUNK_SLOTS + 1;
-      first = GrowPool(static_cast<uint32_t>(std::min<uint64_t>(chunks, caps_.maglev_chunks)));
-      if (!first.ok()) LOG(WARNING) << "xdp: growing the Maglev pool for " << rules.size() << " frontends: " << first;
-    }
+    first = GrowPoolFor(want);
+    if (!first.ok()) LOG(WARNING) << "xdp: growing the Maglev pool for " << rules.size() << " frontends: " << first;
   };
   std::vector<Prebuilt> built(rules.size() >= options_.parallel_min ? rules.size() : 0);
   std::thread grower;
@@ -243,14 +238,25 @@ absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
     grower = std::thread(grow);
   }
   const uint32_t max_m = options_.maglev_max_m;
+  const uint64_t used_before = prepared_used_.load();
   ParallelRanges(built.size(), options_.build_threads, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) {
       Prebuilt& b = built[i];
       SelectBackends(*rules[i], &b.keep, &b.usable);
       b.m = ChooseMaglevSize(b.usable.size(), max_m);
-      b.slots = IndexTable(b.usable, b.m);
+      // Concurrent finds only; each frontend's entry is moved from by one thread.
+      if (auto p = prepared_.find(rules[i]->frontend);
+          p != prepared_.end() && p->second.m == b.m && p->second.usable == b.usable && p->second.keep == b.keep) {
+        b.slots = std::move(p->second.slots);
+        prepared_used_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        b.slots = IndexTable(b.usable, b.m);
+      }
     }
   });
+  VLOG(1) << "xdp: batch of " << rules.size() << " new frontends, " << prepared_used_.load() - used_before << " of "
+          << prepared_.size() << " tables built ahead used";
+  prepared_.clear();
   if (grower.joinable()) grower.join();
   absl::flat_hash_map<const ServiceRule*, Prebuilt> prebuilt;
   prebuilt.reserve(built.size());
@@ -382,6 +388,38 @@ void MapWriter::UndoStaged(const FrontendKey& fk) {
     if (absl::Status s = Unref(id); !s.ok()) LOG(WARNING) << "xdp: undoing " << fk.String() << ": " << s;
   }
   svc_ids_.Unallocate(st.value.id);
+}
+
+absl::Status MapWriter::GrowPoolFor(uint64_t want) {
+  pool_.Reclaim(options_.now());
+  const uint64_t free_slots = pool_.capacity_slots() - pool_.used_slots();
+  if (want <= free_slots) return absl::OkStatus();
+  // +1: first fit leaves a tail in each chunk that a table may not fit.
+  const uint64_t chunks = (want - free_slots + KPX_MAGLEV_CHUNK_SLOTS - 1) / KPX_MAGLEV_CHUNK_SLOTS + 1;
+  return GrowPool(static_cast<uint32_t>(std::min<uint64_t>(chunks, caps_.maglev_chunks)));
+}
+
+void MapWriter::Prepare(absl::Span<const ServiceRule* const> rules, const std::atomic<bool>& stop) {
+  prepared_.clear();
+  std::vector<const ServiceRule*> fresh;
+  uint64_t want = 0;
+  for (const ServiceRule* r : rules) {
+    if (!Serves(*r) || frontends_.contains(r->frontend)) continue;
+    fresh.push_back(r);
+    want += ChooseMaglevSize(r->backends.size(), options_.maglev_max_m);  // as ApplyBatch counts
+  }
+  if (fresh.empty()) return;
+  // Failing here costs nothing: the batch grows the pool again and reports.
+  if (absl::Status s = GrowPoolFor(want); !s.ok()) VLOG(1) << "xdp: preparing the Maglev pool: " << s;
+  prepared_.reserve(fresh.size());
+  for (const ServiceRule* r : fresh) {
+    if (stop.load(std::memory_order_relaxed)) break;
+    Prebuilt b;
+    SelectBackends(*r, &b.keep, &b.usable);
+    b.m = ChooseMaglevSize(b.usable.size(), options_.maglev_max_m);
+    b.slots = IndexTable(b.usable, b.m);
+    prepared_.emplace(r->frontend, std::move(b));
+  }
 }
 
 absl::Status MapWriter::GrowPool(uint32_t chunks) {

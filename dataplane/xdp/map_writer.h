@@ -9,6 +9,7 @@
 // Not thread-safe: XdpDataplane serialises calls.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "controller/diff.h"
 #include "controller/service_table.h"
 #include "dataplane/xdp/bpf_maps.h"
@@ -92,6 +94,19 @@ class MapWriter {
   // every table of the batch is in the pool; pool chunks the diff needs are
   // created with one outer-map update.
   absl::Status Apply(const controller::TableDiff& diff);
+
+  // Work the next Apply would do for `rules`, done ahead of it, for the
+  // frontends not installed yet: the Maglev pool grown to fit their tables,
+  // then the tables built one by one until `stop` is set. kpxd runs it on
+  // the CPU the reconciler's bookkeeping leaves idle at a big sync (a cold
+  // start). A batch uses a prepared table when the rule still selects the
+  // same backends and size; anything not prepared is done as before. The
+  // next Apply drops what it did not use.
+  void Prepare(absl::Span<const controller::ServiceRule* const> rules, const std::atomic<bool>& stop);
+  // Tables Prepare built that no Apply has consumed yet, and how many
+  // prepared tables batches have used (tests, logs).
+  size_t prepared_tables() const { return prepared_.size(); }
+  uint64_t prepared_tables_used() const { return prepared_used_.load(std::memory_order_relaxed); }
 
   // One frontend. A frontend kpx does not serve in BPF (supported=false,
   // not TCP) is ignored, and removed if it was installed. On error nothing
@@ -184,6 +199,9 @@ class MapWriter {
   // more than needed, to batch growth), else ResourceExhausted naming the flag.
   absl::StatusOr<uint32_t> AllocateRange(uint32_t m, const controller::FrontendKey& fk);
   absl::Status GrowPool(uint32_t chunks);
+  // Grows the pool (after reclaiming quarantined ranges) so that `want` more
+  // slots fit.
+  absl::Status GrowPoolFor(uint64_t want);
   // Apply's batch of new frontends: upserts with staged writes, then flush.
   absl::Status ApplyBatch(const std::vector<const controller::ServiceRule*>& rules,
                           std::vector<const controller::ServiceRule*>* retry);
@@ -204,6 +222,8 @@ class MapWriter {
   Staged* staged_ = nullptr;  // set during ApplyBatch
   // Set during ApplyBatch: the batch's prebuilt tables by rule.
   const absl::flat_hash_map<const controller::ServiceRule*, Prebuilt>* prebuilt_ = nullptr;
+  absl::flat_hash_map<controller::FrontendKey, Prebuilt> prepared_;  // by Prepare, for the next batch
+  std::atomic<uint64_t> prepared_used_{0};
   // Ranges of services Adopt() kept aside: in use until Prune deletes them.
   std::vector<std::pair<uint32_t, uint32_t>> stale_ranges_;
   absl::btree_map<controller::FrontendKey, FrontendState> frontends_;

@@ -230,6 +230,11 @@ absl::Status XdpDataplane::Apply(const controller::TableDiff& diff) {
   return writer_->Apply(diff);
 }
 
+void XdpDataplane::Prepare(absl::Span<const controller::ServiceRule* const> rules, const std::atomic<bool>& stop) {
+  absl::MutexLock lock(&mu_);
+  writer_->Prepare(rules, stop);
+}
+
 absl::Status XdpDataplane::Prune(const controller::ServiceTable& desired) {
   absl::Status first;
   {

@@ -115,6 +115,9 @@ class XdpDataplane final : public dataplane::Dataplane {
   std::string_view Name() const override { return "xdp"; }
   // Thread-safe. Idempotent per operation; see MapWriter::Apply.
   absl::Status Apply(const controller::TableDiff& diff) override;
+  // The Maglev pool grown and the new frontends' tables built ahead
+  // (MapWriter::Prepare).
+  void Prepare(absl::Span<const controller::ServiceRule* const> rules, const std::atomic<bool>& stop) override;
   // Per frontend: total = new flows, rejected = SYNs answered with RST;
   // active (per frontend and per backend) = open flows, from a conntrack
   // walk at most every kCensusInterval (cached in between).

@@ -256,6 +256,16 @@ TEST(Reconciler, BigBatchTranslatedInParallelEqualsFullTranslate) {
   EXPECT_EQ(r.desired().size(), 700u - 14u);
   EXPECT_EQ(r.desired(), full.table);
   EXPECT_EQ(dp.table(), full.table);
+  // The dataplane got a head start on the batch (Prepare, on a helper
+  // thread during the bookkeeping) with every translated rule, conflicting
+  // ones included, and it was over before Apply.
+  EXPECT_EQ(dp.events(), (std::vector<std::string>{"prepare", "apply"}));
+  const std::vector<std::vector<ServiceRule>> calls = dp.prepared();
+  ASSERT_EQ(calls.size(), 1u);
+  ServiceTable prepared;
+  for (const ServiceRule& rule : calls[0]) prepared.emplace(rule.frontend, rule);  // first claim wins
+  EXPECT_EQ(calls[0].size(), 700u);
+  EXPECT_EQ(prepared, full.table);
   std::vector<std::string> want;
   for (int i = 0; i < 700; i += 7) {
     want.push_back("default/svc-" + std::to_string(1000 + i) + "-slice (EndpointSlice of default/svc-" +

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <set>
 #include <tuple>
@@ -557,7 +558,9 @@ TEST_F(MapWriterTest, BigDiffOfNewFrontendsIsBatched) {
 // are exactly the tables the serial path builds: the same kpx_services
 // values, backend slots and Maglev contents, over services with unhealthy,
 // duplicate, draining and no backends and different table sizes.
-TEST_F(MapWriterTest, ParallelTableBuildMatchesSerialBuild) {
+// 400 services with unhealthy, duplicate, draining and no backends and
+// different table sizes, backends shared between neighbours.
+ServiceTable MixedTable() {
   ServiceTable table;
   for (int i = 0; i < 400; ++i) {
     std::vector<Backend> bs;
@@ -572,6 +575,11 @@ TEST_F(MapWriterTest, ParallelTableBuildMatchesSerialBuild) {
     if (i % 5 == 0) r.draining.push_back(B(absl::StrCat("10.9.0.", 1 + i % 200).c_str()));
     table[r.frontend] = r;
   }
+  return table;
+}
+
+TEST_F(MapWriterTest, ParallelTableBuildMatchesSerialBuild) {
+  const ServiceTable table = MixedTable();
   auto run = [&](FakeBpfMaps* maps, size_t parallel_min, unsigned threads) {
     MapWriterOptions opts;
     opts.now = [this] { return now_; };
@@ -601,6 +609,67 @@ TEST_F(MapWriterTest, ParallelTableBuildMatchesSerialBuild) {
     }
   }
   EXPECT_GT(tables, 300u);
+}
+
+// Prepare (kpxd: during the reconciler's bookkeeping) grows the pool and
+// builds the new frontends' tables ahead; the batch uses a prepared table
+// only while the rule still selects the same backends, and the maps come
+// out exactly as without it: here 50 rules change between Prepare and Apply,
+// and a second writer is stopped before it builds anything.
+TEST_F(MapWriterTest, PreparedTablesAreUsedOnlyWhileCurrent) {
+  const ServiceTable before = MixedTable();
+  ServiceTable after = before;
+  int changed = 0;
+  for (auto& [fk, r] : after) {
+    if (r.backends.size() > 3 && changed < 50) {
+      r.backends.erase(r.backends.begin());  // a different backend set
+      ++changed;
+    }
+  }
+  ASSERT_EQ(changed, 50);
+  std::vector<const ServiceRule*> ptrs;
+  for (const auto& [fk, r] : before) ptrs.push_back(&r);
+  auto writer = [&](FakeBpfMaps* maps, size_t parallel_min) {
+    MapWriterOptions opts;
+    opts.now = [this] { return now_; };
+    opts.parallel_min = parallel_min;
+    opts.build_threads = 2;
+    absl::StatusOr<std::unique_ptr<MapWriter>> w = MapWriter::Create(maps, opts);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return std::move(*w);
+  };
+  FakeBpfMaps serial_maps, prepared_maps, stopped_maps;
+  auto serial = writer(&serial_maps, std::numeric_limits<size_t>::max());
+  ASSERT_TRUE(serial->Apply(controller::Diff(after, {})).ok());
+
+  auto prepared = writer(&prepared_maps, 1);
+  std::atomic<bool> go_on{false};
+  prepared->Prepare(ptrs, go_on);
+  EXPECT_GT(prepared->pool_usage().chunks, 0u);  // grown before Apply
+  EXPECT_EQ(prepared->prepared_tables(), 400u);
+  ASSERT_TRUE(prepared->Apply(controller::Diff(after, {})).ok());
+  EXPECT_EQ(prepared->prepared_tables(), 0u);
+  // Every unchanged rule's table (those without backends have an empty
+  // one), none of the 50 changed ones.
+  EXPECT_EQ(prepared->prepared_tables_used(), 400u - 50u);
+
+  auto stopped = writer(&stopped_maps, 1);
+  std::atomic<bool> stop{true};
+  stopped->Prepare(ptrs, stop);
+  EXPECT_EQ(stopped->prepared_tables(), 0u);
+  EXPECT_GT(stopped->pool_usage().chunks, 0u);  // the pool still grew
+  ASSERT_TRUE(stopped->Apply(controller::Diff(after, {})).ok());
+
+  for (const auto& [fk, r] : after) {
+    const kpx_svc a = Svc(serial_maps, r);
+    for (FakeBpfMaps* other : {&prepared_maps, &stopped_maps}) {
+      const kpx_svc b = Svc(*other, r);
+      EXPECT_EQ(a.id, b.id) << fk.String();
+      EXPECT_EQ(a.backend_count, b.backend_count) << fk.String();
+      EXPECT_EQ(a.maglev_m, b.maglev_m) << fk.String();
+      ASSERT_EQ(serial_maps.maglev(a.id), other->maglev(b.id)) << fk.String();
+    }
+  }
 }
 
 // The batch's tables are written on worker threads after the serial pass:
