@@ -237,13 +237,11 @@ absl::Status MapWriter::ApplyBatch(const std::vector<const ServiceRule*>& rules,
   } else {
     grower = std::thread(grow);
   }
-  const uint32_t max_m = options_.maglev_max_m;
   const uint64_t used_before = prepared_used_.load();
   ParallelRanges(built.size(), options_.build_threads, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) {
       Prebuilt& b = built[i];
-      SelectBackends(*rules[i], &b.keep, &b.usable);
-      b.m = ChooseMaglevSize(b.usable.size(), max_m);
+      SelectFor(*rules[i], &b);
       // Concurrent finds only; each frontend's entry is moved from by one thread.
       if (auto p = prepared_.find(rules[i]->frontend);
           p != prepared_.end() && p->second.m == b.m && p->second.usable == b.usable && p->second.keep == b.keep) {
@@ -396,6 +394,11 @@ void MapWriter::UndoStaged(const FrontendKey& fk) {
   svc_ids_.Unallocate(st.value.id);
 }
 
+void MapWriter::SelectFor(const ServiceRule& rule, Prebuilt* b) const {
+  SelectBackends(rule, &b->keep, &b->usable);
+  b->m = ChooseMaglevSize(b->usable.size(), options_.maglev_max_m);
+}
+
 absl::Status MapWriter::GrowPoolFor(uint64_t want) {
   pool_.Reclaim(options_.now());
   const uint64_t free_slots = pool_.capacity_slots() - pool_.used_slots();
@@ -421,8 +424,7 @@ void MapWriter::Prepare(absl::Span<const ServiceRule* const> rules, const std::a
   for (const ServiceRule* r : fresh) {
     if (stop.load(std::memory_order_relaxed)) break;
     Prebuilt b;
-    SelectBackends(*r, &b.keep, &b.usable);
-    b.m = ChooseMaglevSize(b.usable.size(), options_.maglev_max_m);
+    SelectFor(*r, &b);
     b.slots = IndexTable(b.usable, b.m);
     prepared_.emplace(r->frontend, std::move(b));
   }

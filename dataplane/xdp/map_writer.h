@@ -187,6 +187,8 @@ class MapWriter {
     uint32_t m = 0;
     std::vector<uint32_t> slots;
   };
+  // keep, usable and m of a new frontend's rule (slots are left to the caller).
+  void SelectFor(const controller::ServiceRule& rule, Prebuilt* b) const;
 
   MapWriter(BpfMaps* maps, MapWriterOptions options);
   absl::Status Adopt();
